@@ -1,0 +1,21 @@
+"""The clients and services the app builds at start-up and routes receive by dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from billing import ApiKeyService
+from segmentation import ClipEngine
+
+from .settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    keys: ApiKeyService
+    clipper: ClipEngine

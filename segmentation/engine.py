@@ -1,0 +1,195 @@
+"""The clipping engine: bytes in, cut-out bytes out, under a bounded work queue.
+
+Pipeline for one image (CPU stages on a thread pool, inference on the batcher):
+
+    probe header ──► reduced decode (working size) ──► model input ──► batcher ──┐
+                 └─► full decode (only when the output needs it) ──────────────────┴─► alpha ─► compose ─► encode
+
+The full-size decode runs while the model works, so a 12 MP photo costs little
+more than its inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .alpha import AlphaParams, saliency_to_alpha
+from .batching import MicroBatcher
+from .cutout import Box, compose, crop_window, foreground_box
+from .decode import DecodedImage, ImageInfo, ImageLimits, decode, probe
+from .encode import encode
+from .errors import Overloaded
+from .options import ClipOptions
+from .preprocess import fit_within, to_model_input
+from .session import SegmentationModel
+
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    # Requests processed at once (CPU stages); more wait in the queue.
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Requests admitted in all (processing + waiting); beyond it: Overloaded.
+    max_queue: int = 16
+    max_batch: int | None = None
+    max_batch_wait: float = 0.004
+    # Longest side of the working image used for refinement and the model input.
+    work_side: int = 1024
+    alpha: AlphaParams = field(default_factory=AlphaParams)
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+    foreground: Box  # in the output image's pixels
+    source: ImageInfo
+
+
+@dataclass
+class Cutout:
+    """The un-encoded result, for callers that want pixels (CLI, benchmarks)."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray  # full output-size alpha, before cropping
+    foreground: Box
+    source: ImageInfo
+
+
+class ClipEngine:
+    def __init__(self, model: SegmentationModel, config: EngineConfig | None = None) -> None:
+        self.model = model
+        self.config = config or EngineConfig()
+        self.batcher = MicroBatcher(model, max_batch=self.config.max_batch, max_wait=self.config.max_batch_wait)
+        self._pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="arclip-cpu")
+        self._slots = asyncio.Semaphore(self.config.concurrency)
+        self._admitted = 0
+        self._seconds_per_image = 1.0  # running estimate, for Retry-After
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        self._pool.shutdown(wait=True)
+
+    @property
+    def queued(self) -> int:
+        return self._admitted
+
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Hold a place in the bounded queue; raise Overloaded when it is full.
+
+        Callers enter this *before* reading the upload so an overloaded server
+        never buffers bodies it cannot process.
+        """
+        if self._admitted >= self.config.max_queue:
+            waves = self._admitted / max(self.config.concurrency, 1)
+            retry = min(30, max(1, math.ceil(waves * self._seconds_per_image)))
+            raise Overloaded("The clipping queue is full; retry shortly.", retry_after=retry)
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def _cpu(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def cut(self, data: bytes, options: ClipOptions) -> Cutout:
+        async with self._slots:
+            started = time.perf_counter()
+            cutout = await self._cut(data, options)
+            elapsed = time.perf_counter() - started
+            self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed
+            return cutout
+
+    async def clip(self, data: bytes, options: ClipOptions) -> ClipResult:
+        cutout = await self.cut(data, options)
+        encoded = await self._cpu(encode, cutout.pixels, options.format)
+        height, width = cutout.pixels.shape[:2]
+        return ClipResult(
+            data=encoded,
+            media_type=MEDIA_TYPES[options.format],
+            width=width,
+            height=height,
+            foreground=cutout.foreground,
+            source=cutout.source,
+        )
+
+    async def _cut(self, data: bytes, options: ClipOptions) -> Cutout:
+        info: ImageInfo = await self._cpu(probe, data, self.config.limits)
+        out_w, out_h = options.output_size(info.width, info.height)
+        work_w, work_h = fit_within(out_w, out_h, self.config.work_side)
+
+        work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
+        tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
+        saliency_task = asyncio.ensure_future(self.batcher.infer(tensor))
+        try:
+            if full is None:
+                full = await self._cpu(_decode_resized, data, info, (out_w, out_h))
+            saliency = await saliency_task
+        finally:
+            saliency_task.cancel()
+        return await self._cpu(self._finish, saliency, work, full, options, info)
+
+    async def _decode(
+        self, data: bytes, info: ImageInfo, work_size: tuple[int, int], out_size: tuple[int, int]
+    ) -> tuple[DecodedImage, DecodedImage | None]:
+        """The working image, and the output-size image when one decode gives both."""
+        if info.format == "jpeg":
+            # DCT scaling makes a small decode cheap; the full one waits for the model.
+            work = await self._cpu(_decode_resized, data, info, work_size)
+            return work, (work if work_size == out_size else None)
+        full = await self._cpu(_decode_resized, data, info, out_size)
+        work = full if work_size == out_size else await self._cpu(_resize, full, work_size)
+        return work, full
+
+    def _finish(
+        self, saliency: np.ndarray, work: DecodedImage, full: DecodedImage, options: ClipOptions, info: ImageInfo
+    ) -> Cutout:
+        alpha = saliency_to_alpha(saliency, work.rgb, full.rgb, self.config.alpha)
+        if full.alpha is not None:
+            # A transparent input stays transparent, whatever the model thinks.
+            alpha = np.minimum(alpha, full.alpha)
+        box = foreground_box(alpha)
+        rgb, cropped_alpha = full.rgb, alpha
+        if options.crop:
+            window = crop_window(box, options, alpha.shape[1], alpha.shape[0])
+            ys = slice(window.top, window.top + window.height)
+            xs = slice(window.left, window.left + window.width)
+            rgb, cropped_alpha = rgb[ys, xs], alpha[ys, xs]
+            box = Box(box.left - window.left, box.top - window.top, box.width, box.height) if box.width else box
+        pixels = compose(rgb, cropped_alpha, options)
+        return Cutout(pixels=pixels, alpha=alpha, foreground=box, source=info)
+
+
+def _decode_resized(data: bytes, info: ImageInfo, size: tuple[int, int]) -> DecodedImage:
+    reduce = size != (info.width, info.height)
+    image = decode(data, info, min_size=size if reduce else None)
+    return _resize(image, size)
+
+
+def _resize(image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
+    height, width = image.rgb.shape[:2]
+    if (width, height) == size:
+        return image
+    interpolation = cv2.INTER_AREA if size[0] <= width else cv2.INTER_LINEAR
+    rgb = cv2.resize(image.rgb, size, interpolation=interpolation)
+    alpha = None if image.alpha is None else cv2.resize(image.alpha, size, interpolation=interpolation)
+    return DecodedImage(rgb=rgb, alpha=alpha)

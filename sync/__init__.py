@@ -1,0 +1,1 @@
+"""Pairing, the live hub, assets, screen-point localization."""
