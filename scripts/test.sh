@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the development dependencies and run the whole test suite.
+# Services the tests start on loopback (redis-server, ...) come from Debian
+# packages when this runs as root on a Debian/Ubuntu machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES=(redis-server)
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=()
+  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+exec python3 -m pytest "$@"
