@@ -163,3 +163,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from tests.conftest import disk_model
+
+
+async def test_healthz(api) -> None:
+    response = await api.client.get("/healthz", headers={"X-Api-Key": ""})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["X-Request-Id"]
+
+
+async def test_readyz_reports_model_provider_and_database(api) -> None:
+    response = await api.client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["database"] == "ok"
+    assert body["model"] == "u2netp"
+    assert body["provider"] in ort.get_available_providers()
+    assert body["max_batch"] >= 1
+    assert body["queue"] == {"admitted": 0, "capacity": 16}
+
+
+async def test_readyz_with_an_in_memory_model(app_factory) -> None:
+    async with app_factory(disk_model(), max_queue=3) as api:
+        body = (await api.client.get("/readyz")).json()
+    assert body["provider"] == "FunctionModel"
+    assert body["queue"]["capacity"] == 3
+
+
+async def test_readyz_reports_a_broken_database(api) -> None:
+    await api.services.database.dispose()
+    # point the engine at a database that cannot be opened
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    api.services.database = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/x/db.sqlite")
+    try:
+        response = await api.client.get("/readyz")
+    finally:
+        await api.services.database.dispose()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["database"].startswith("error")
