@@ -16,10 +16,12 @@ from billing import ApiKeyService
 from segmentation import ClipEngine, EngineConfig, OnnxModel, SegmentationModel, resolve_model
 from segmentation.decode import ImageLimits
 
+from .assets import start_assets
 from .database import create_database, create_schema, session_factory
 from .errors import install_error_handlers
+from .live import start_live_sync
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
-from .routes import clip, health
+from .routes import captures, clip, health, pairing
 from .services import Services
 from .settings import Settings
 
@@ -70,16 +72,27 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
             clipper = ClipEngine(model or build_model(settings), engine_config(settings))
             await clipper.start()
             log.info("clipping with %s", clipper.model.provider)
+            live_sync = await start_live_sync(settings, sessions)
+            asset_stack = start_assets(settings, sessions, clipper, live_sync.hub, live_sync.pairings)
             app.state.services = Services(
                 settings=settings,
                 database=database,
                 sessions=sessions,
                 keys=ApiKeyService(sessions),
                 clipper=clipper,
+                store=asset_stack.store,
+                assets=asset_stack.assets,
+                screens=asset_stack.screens,
+                captures=asset_stack.captures,
+                pairings=live_sync.pairings,
+                hub=live_sync.hub,
+                live=live_sync.live,
             )
             try:
                 yield
             finally:
+                await live_sync.close()
+                await asset_stack.close()
                 await clipper.close()
         finally:
             await database.dispose()
@@ -88,6 +101,8 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(clip.router)
+    app.include_router(pairing.router)
+    app.include_router(captures.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -6,6 +6,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 import billing
+import sync.db
 
 
 def create_database(url: str) -> AsyncEngine:
@@ -20,6 +21,15 @@ def create_database(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # Let SQLAlchemy, not the driver, open transactions (see _begin_immediate).
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+            # A deferred transaction that reads and then writes cannot wait on
+            # busy_timeout under WAL: it fails at once with "database is locked".
+            # Taking the write lock up front makes concurrent writers queue instead.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -27,6 +37,7 @@ def create_database(url: str) -> AsyncEngine:
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(billing.Base.metadata.create_all)
+        await conn.run_sync(sync.db.Base.metadata.create_all)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query
+from starlette.requests import HTTPConnection
 
 from billing import ApiKeyService, KeyInfo
 from segmentation import ClipEngine
+from sync.assets import AssetService, CaptureService, ScreenService
+from sync.hub import Hub, SyncGateway
+from sync.pairing import Device, PairingService
 
 from .services import Services
 from .settings import Settings
 
 
-def get_services(request: Request) -> Services:
-    return request.app.state.services
+def get_services(connection: HTTPConnection) -> Services:
+    # HTTPConnection, not Request: websocket routes use these dependencies too.
+    return connection.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -44,3 +49,69 @@ async def current_key(
 
 
 ApiKeyDep = Annotated[KeyInfo, Depends(current_key)]
+
+
+def get_assets(services: ServicesDep) -> AssetService:
+    return services.assets
+
+
+def get_screens(services: ServicesDep) -> ScreenService:
+    return services.screens
+
+
+def get_captures(services: ServicesDep) -> CaptureService:
+    return services.captures
+
+
+AssetsDep = Annotated[AssetService, Depends(get_assets)]
+ScreensDep = Annotated[ScreenService, Depends(get_screens)]
+CapturesDep = Annotated[CaptureService, Depends(get_captures)]
+
+
+def get_pairings(services: ServicesDep) -> PairingService:
+    return services.pairings
+
+
+def get_hub(services: ServicesDep) -> Hub:
+    return services.hub
+
+
+def get_live(services: ServicesDep) -> SyncGateway:
+    return services.live
+
+
+PairingsDep = Annotated[PairingService, Depends(get_pairings)]
+HubDep = Annotated[Hub, Depends(get_hub)]
+LiveDep = Annotated[SyncGateway, Depends(get_live)]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def current_device(
+    pairings: PairingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query(description="device token, where a header cannot be sent")] = None,
+) -> Device:
+    """The device behind ``Authorization: Bearer TOKEN`` (or ``?token=`` for websockets and plain GETs)."""
+    return await pairings.authenticate(bearer_token(authorization) or token)
+
+
+DeviceDep = Annotated[Device, Depends(current_device)]
+
+
+async def current_phone(device: DeviceDep) -> Device:
+    return device.require("phone")
+
+
+async def current_desktop(device: DeviceDep) -> Device:
+    return device.require("desktop")
+
+
+PhoneDep = Annotated[Device, Depends(current_phone)]
+DesktopDep = Annotated[Device, Depends(current_desktop)]

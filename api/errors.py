@@ -7,6 +7,7 @@ the packages themselves know nothing of HTTP.
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing import errors as billing_errors
 from segmentation import errors as seg_errors
+from sync.assets import errors as asset_errors
+from sync.hub import errors as hub_errors
+from sync.pairing import errors as pairing_errors
+from sync.storage import errors as storage_errors
 
 log = logging.getLogger("arclip.api")
 
@@ -37,7 +42,14 @@ class ApiProblem(Exception):
 
 class BodyTooLarge(ApiProblem):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "payload_too_large", f"The request body is larger than the {limit}-byte limit.")
+        # Connection: close, so the server drops the rest of the body instead of
+        # waiting to drain it (uvicorn keeps an unfinished request's socket open otherwise).
+        super().__init__(
+            413,
+            "payload_too_large",
+            f"The request body is larger than the {limit}-byte limit.",
+            headers={"Connection": "close"},
+        )
 
 
 def problem_response(
@@ -73,6 +85,34 @@ _BILLING_STATUS: list[tuple[type[billing_errors.BillingError], int]] = [
 ]
 
 
+_ASSET_STATUS: list[tuple[type[asset_errors.AssetError], int]] = [
+    (asset_errors.AssetNotFound, 404),  # also another pairing's asset: existence is not disclosed
+    (asset_errors.SignatureError, 403),
+    (asset_errors.NoScreen, 409),
+    (asset_errors.InvalidScreen, 422),
+    (asset_errors.ScreenNotLocated, 422),
+    (asset_errors.LocatorBusy, 503),
+]
+
+
+_PAIRING_STATUS: list[tuple[type[pairing_errors.PairingError], int]] = [
+    (pairing_errors.MissingToken, 401),
+    (pairing_errors.InvalidToken, 403),
+    (pairing_errors.RevokedToken, 403),
+    (pairing_errors.WrongRole, 403),
+    (pairing_errors.PairingNotFound, 404),
+    (pairing_errors.InvalidCode, 404),
+    (pairing_errors.MalformedCode, 422),
+    (pairing_errors.CodeExpired, 410),
+    (pairing_errors.CodeUsed, 410),
+    (pairing_errors.PairingClosed, 410),
+    (pairing_errors.PairingFull, 409),
+    (pairing_errors.IllegalTransition, 409),
+    (pairing_errors.TooManyAttempts, 429),
+    (pairing_errors.PairingUnavailable, 503),
+]
+
+
 def _status_for(exc: Exception, table: list[tuple[type, int]]) -> int:
     return next((status for kind, status in table if isinstance(exc, kind)), 500)
 
@@ -97,6 +137,66 @@ async def _billing_error(_: Request, exc: billing_errors.BillingError) -> JSONRe
     return problem_response(status, exc.code, exc.detail)
 
 
+async def _asset_error(_: Request, exc: asset_errors.AssetError) -> JSONResponse:
+    status = _status_for(exc, _ASSET_STATUS)
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, (asset_errors.ScreenNotLocated, asset_errors.NoScreen)):
+        extra["hint"] = exc.hint
+    if isinstance(exc, asset_errors.ScreenNotLocated):
+        extra["confidence"] = exc.confidence
+    if isinstance(exc, asset_errors.LocatorBusy):
+        headers["Retry-After"] = str(int(exc.retry_after))
+    if status == 500:
+        log.error("asset error: %s", exc.detail)
+        return problem_response(500, "internal_error", "Something went wrong on our side.")
+    return problem_response(status, exc.code, exc.detail, headers, **extra)
+
+
+async def _storage_error(_: Request, exc: storage_errors.StorageError) -> JSONResponse:
+    if isinstance(exc, storage_errors.StorageUnavailable):
+        log.warning("storage unavailable: %s", exc.detail)
+        return problem_response(
+            503, exc.code, "Storage is unavailable right now; retry shortly.", {"Retry-After": "5"}
+        )
+    log.error("storage error: %s", exc.detail)  # a key or set-up bug of ours, never the caller's fault
+    return problem_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def ws_close_code(exc: pairing_errors.PairingError) -> int:
+    """The websocket close code for a refused ``/v1/sync``: 4000 + the HTTP status (1013 when unavailable)."""
+    status = _status_for(exc, _PAIRING_STATUS)
+    if status == 503:
+        return 1013
+    return 4000 + status if 400 <= status < 500 else 1011
+
+
+async def _pairing_error(_: Request, exc: pairing_errors.PairingError) -> JSONResponse:
+    status = _status_for(exc, _PAIRING_STATUS)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="arclip"'
+    if isinstance(exc, pairing_errors.TooManyAttempts):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, pairing_errors.PairingUnavailable):
+        headers["Retry-After"] = "5"
+    if isinstance(exc, pairing_errors.PairingClosed):
+        extra["state"] = exc.state
+    if status == 500:
+        log.error("pairing error: %s", exc.detail)
+        return problem_response(500, "internal_error", "Something went wrong on our side.")
+    return problem_response(status, exc.code, exc.detail, headers, **extra)
+
+
+async def _hub_error(_: Request, exc: hub_errors.HubError) -> JSONResponse:
+    if isinstance(exc, hub_errors.HubUnavailable):
+        log.warning("hub unavailable: %s", exc.detail)
+        return problem_response(503, exc.code, "Live sync is unavailable right now; retry shortly.", {"Retry-After": "2"})
+    log.error("hub error: %s", exc.detail)
+    return problem_response(500, "internal_error", "Something went wrong on our side.")
+
+
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
@@ -110,15 +210,25 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return problem_response(422, "invalid_parameter", f"{where}: {first['msg']}", errors=errors)
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "internal_error", "Something went wrong on our side; it was not charged.")
+    # Starlette answers unhandled errors from outside every middleware, so
+    # RequestIdMiddleware never sees this response: add the id it chose here.
+    request_id = request.scope.get("state", {}).get("request_id")
+    headers = {"X-Request-Id": request_id} if request_id else None
+    return problem_response(
+        500, "internal_error", "Something went wrong on our side; it was not charged.", headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)  # type: ignore[arg-type]
     app.add_exception_handler(seg_errors.SegmentationError, _segmentation_error)  # type: ignore[arg-type]
     app.add_exception_handler(billing_errors.BillingError, _billing_error)  # type: ignore[arg-type]
+    app.add_exception_handler(asset_errors.AssetError, _asset_error)  # type: ignore[arg-type]
+    app.add_exception_handler(storage_errors.StorageError, _storage_error)  # type: ignore[arg-type]
+    app.add_exception_handler(pairing_errors.PairingError, _pairing_error)  # type: ignore[arg-type]
+    app.add_exception_handler(hub_errors.HubError, _hub_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

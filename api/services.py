@@ -8,6 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing import ApiKeyService
 from segmentation import ClipEngine
+from sync.assets import AssetService, CaptureService, ScreenService
+from sync.hub import Hub, SyncGateway
+from sync.pairing import PairingService
+from sync.storage import ObjectStore
 
 from .settings import Settings
 
@@ -19,3 +23,10 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     keys: ApiKeyService
     clipper: ClipEngine
+    store: ObjectStore
+    assets: AssetService
+    screens: ScreenService
+    captures: CaptureService
+    pairings: PairingService
+    hub: Hub
+    live: SyncGateway  # this process's /v1/sync sessions

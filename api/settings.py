@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,32 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 50_000_000
     max_image_side: int = 16_384
+
+    # Captures, assets and screen pictures (sync/assets).
+    signing_key: SecretStr | None = Field(
+        default=None, description="HMAC key of signed asset URLs; unset: generated once and kept in the data dir"
+    )
+    asset_retention_s: int = Field(default=24 * 3600, description="assets are deleted this long after capture")
+    asset_url_ttl_s: int = Field(default=15 * 60, description="lifetime of a signed asset URL")
+    retention_sweep_s: float = Field(default=300.0, description="how often expired assets are swept")
+    public_url: str | None = Field(default=None, description="base of the URLs handed out; unset: the request's")
+    locate_workers: int = Field(default=2, description="pastes located (or screen pictures indexed) at once")
+    locate_max_queue: int = 16
+    screen_cache_size: int = Field(default=32, description="screen picture indexes kept in memory")
+
+    # Pairing and the live hub (sync/pairing, sync/hub). Pairing URLs use ``public_url``.
+    pairing_code_length: int = Field(default=8, ge=6, le=16, description="characters in a pairing code")
+    pairing_code_ttl_s: int = Field(default=300, ge=10, description="a pairing code lapses this long after it is issued")
+    pairing_lifetime_s: int = Field(default=7 * 24 * 3600, description="an active pairing expires this long after its first claim")
+    pairing_max_phones: int = Field(default=4, ge=1, description="phones one pairing holds (it holds one desktop)")
+    pairing_claims_per_minute: int = Field(default=10, ge=1, description="claim attempts per client address")
+    pairing_failed_claims_per_minute: int = Field(default=300, ge=1, description="wrong codes, all clients together")
+    pairing_opens_per_minute: int = Field(default=30, ge=1, description="pairings opened per client address")
+    hub_max_messages: int = Field(default=1000, ge=1, description="messages kept per pairing for resume")
+    hub_retention_s: int = Field(default=7 * 24 * 3600, description="messages older than this are dropped")
+    hub_heartbeat_s: float = Field(default=25.0, gt=0, description="app-level ping interval on /v1/sync")
+    hub_idle_timeout_s: float = Field(default=60.0, gt=0, description="close a /v1/sync socket silent this long")
+    sync_sweep_s: float = Field(default=60.0, gt=0, description="how often lapsed pairings and old messages are swept")
 
     @property
     def resolved_database_url(self) -> str:

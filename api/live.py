@@ -1,0 +1,97 @@
+"""Part of the composition root: pairing and the live hub, built from settings.
+
+They are built together because they share Redis (when ``ARCLIP_REDIS_URL`` is
+set) and call each other: pairing publishes ``peer.*`` and ``pairing.closed``
+through the hub, the hub forgets a closed pairing's log, and a resync snapshot
+includes the pairing's devices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sync.assets import Sweeper
+from sync.hub import Hub, RedisHub, SessionConfig, SqlHub, SyncGateway
+from sync.pairing import (
+    Limit,
+    MemoryThrottle,
+    PairingConfig,
+    PairingService,
+    RedisThrottle,
+    Throttle,
+)
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("arclip")
+
+
+def pairing_config(settings: Settings) -> PairingConfig:
+    return PairingConfig(
+        code_length=settings.pairing_code_length,
+        code_ttl=timedelta(seconds=settings.pairing_code_ttl_s),
+        lifetime=timedelta(seconds=settings.pairing_lifetime_s),
+        max_phones=settings.pairing_max_phones,
+        claims_per_client=Limit(settings.pairing_claims_per_minute, 60.0),
+        claim_failures=Limit(settings.pairing_failed_claims_per_minute, 60.0),
+        opens_per_client=Limit(settings.pairing_opens_per_minute, 60.0),
+    )
+
+
+def session_config(settings: Settings) -> SessionConfig:
+    return SessionConfig(heartbeat_s=settings.hub_heartbeat_s, idle_timeout_s=settings.hub_idle_timeout_s)
+
+
+@dataclass
+class LiveSync:
+    pairings: PairingService
+    hub: Hub
+    live: SyncGateway
+    sweeper: Sweeper
+    redis: Redis | None = None
+
+    async def close(self) -> None:
+        """Sockets first (1012: reconnect elsewhere), then the sweeper, the hub, and Redis."""
+        await self.live.shutdown()
+        await self.sweeper.close()
+        await self.hub.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+async def start_live_sync(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> LiveSync:
+    redis: Redis | None = None
+    retention = timedelta(seconds=settings.hub_retention_s)
+    hub: Hub
+    throttle: Throttle
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+        hub = RedisHub(redis, max_messages=settings.hub_max_messages, retention=retention)
+        throttle = RedisThrottle(redis)
+        log.info("live hub on Redis streams")
+    else:
+        hub = SqlHub(sessions, max_messages=settings.hub_max_messages, retention=retention)
+        throttle = MemoryThrottle()
+        log.info("live hub in process (messages kept in the database)")
+    pairings = PairingService(sessions, pairing_config(settings), throttle=throttle, events=hub.publish)
+    pairings.add_close_listener(hub.forget)
+    live = SyncGateway(hub, session_config(settings))
+    live.add_snapshot_source("pairing", pairings.snapshot)
+
+    async def sweep() -> int:
+        return await pairings.sweep() + await hub.sweep()
+
+    await hub.start()
+    sweeper = Sweeper(sweep, settings.sync_sweep_s)
+    sweeper.start()
+    return LiveSync(pairings, hub, live, sweeper, redis)

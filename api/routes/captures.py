@@ -1,0 +1,106 @@
+"""The cut and the paste (SPEC §6): captures, screen pictures, pastes, and reading assets.
+
+    POST /v1/captures                    phone    multipart image_file  -> 201 asset; desktop gets asset.created
+    PUT  /v1/pairings/{id}/screen        desktop  image body or image_file -> 200 screen info
+    POST /v1/captures/{asset_id}/paste   phone    multipart view        -> 200 placement; desktop gets asset.placed
+                                                                        (422 screen_not_found + hint; paste.failed)
+    GET  /v1/assets/{asset_id}           a device of the pairing (Bearer or ?token=) or ?expires=&sig= -> image/png
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from sync.assets import CAPTURE_OPTION_NAMES, capture_options
+from sync.pairing import PairingNotFound
+
+from ..deps import AssetsDep, CapturesDep, DesktopDep, PairingsDep, PhoneDep, ScreensDep, SettingsDep, bearer_token
+from ..errors import ApiProblem
+from ..settings import Settings
+from .clip import read_image_upload
+
+router = APIRouter(tags=["captures"])
+
+
+def _base_url(request: Request, settings: Settings) -> str:
+    return settings.public_url or str(request.base_url)
+
+
+def _fiducials(value: str | None) -> bool | None:
+    """``true``: the companion shows the paste pattern; ``false``: ignore markers; unset/auto: look for them."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ApiProblem(422, "invalid_parameter", f"fiducials must be true, false or auto; got {value!r}.")
+
+
+@router.post("/v1/captures", status_code=201)
+async def create_capture(request: Request, phone: PhoneDep, captures: CapturesDep, settings: SettingsDep) -> JSONResponse:
+    query = {name: request.query_params.get(name) for name in CAPTURE_OPTION_NAMES}
+    capture_options(query)  # a bad parameter costs no queue place
+    async with captures.clipper.admission():
+        data, fields = await read_image_upload(request, settings.max_upload_bytes)
+        options = capture_options({name: fields.get(name, query[name]) for name in CAPTURE_OPTION_NAMES})
+        asset, url = await captures.capture(phone.pairing_id, data, options, _base_url(request, settings))
+    return JSONResponse({**asset.to_json(), "url": url}, status_code=201, headers={"Location": f"/v1/assets/{asset.id}"})
+
+
+@router.put("/v1/pairings/{pairing_id}/screen")
+async def put_screen(
+    pairing_id: str, request: Request, desktop: DesktopDep, screens: ScreensDep, settings: SettingsDep
+) -> dict[str, object]:
+    if desktop.pairing_id != pairing_id:  # another pairing's id: its existence is not disclosed
+        raise PairingNotFound("No such pairing.")
+    fiducials = _fiducials(request.query_params.get("fiducials"))
+    async with screens.admission():
+        data, fields = await read_image_upload(request, settings.max_upload_bytes)
+        if "fiducials" in fields:
+            fiducials = _fiducials(fields["fiducials"])
+        info = await screens.put(pairing_id, data, fiducials=fiducials)
+    return info.to_json()
+
+
+@router.post("/v1/captures/{asset_id}/paste")
+async def paste(
+    asset_id: str, request: Request, phone: PhoneDep, captures: CapturesDep, settings: SettingsDep
+) -> dict[str, object]:
+    asset = await captures.assets.get(asset_id, phone.pairing_id)  # before reading the photo
+    async with captures.screens.admission():
+        view, _ = await read_image_upload(request, settings.max_upload_bytes, field="view")
+        return await captures.paste(phone.pairing_id, asset.id, view)
+
+
+@router.get(
+    "/v1/assets/{asset_id}",
+    responses={200: {"content": {"image/png": {}}, "description": "The clipped image."}},
+)
+async def get_asset(
+    asset_id: str,
+    assets: AssetsDep,
+    pairings: PairingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query()] = None,
+    expires: Annotated[str | None, Query()] = None,
+    sig: Annotated[str | None, Query()] = None,
+) -> Response:
+    if sig is not None or expires is not None:  # a signed URL stands alone: no token needed
+        asset = await assets.get_signed(asset_id, expires, sig)
+    else:
+        device = await pairings.authenticate(bearer_token(authorization) or token)
+        asset = await assets.get(asset_id, device.pairing_id)
+    data = await assets.read(asset)
+    headers = {
+        # The bytes never change; only who may read them does.
+        "Cache-Control": "private, max-age=3600, immutable",
+        "ETag": f'"{asset.id}"',
+        "X-Width": str(asset.width),
+        "X-Height": str(asset.height),
+    }
+    return Response(content=data, media_type=asset.content_type, headers=headers)

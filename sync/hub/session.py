@@ -1,0 +1,334 @@
+"""One device's live session over a websocket: the sync protocol, transport-agnostic.
+
+Every frame is a JSON text message.
+
+Server to client::
+
+    {"id": null, "type": "hello",  "data": {"pairing_id", "device_id", "role", "last_id", "acked_id",
+                                             "heartbeat_s", "idle_timeout_s"}}          first, once
+    {"id": N,    "type": T,        "data": {...}}     the pairing's messages, ids increasing by one
+    {"id": N,    "type": "resync", "data": {"reason": "trimmed", "last_id": N, "snapshot": {...}}}
+    {"id": null, "type": "ping" | "pong" | "error", "data": {...}}     control, not in the log
+
+Client to server::
+
+    {"type": "ack", "id": N}            "I have everything up to N" (kept across reconnects)
+    {"type": "resume", "last_id": N}    replay everything after N, then carry on live
+    {"type": "ping"} / {"type": "pong"}
+
+Delivery is at-least-once and in order: a client ignores ids it has already
+seen. Without ``resume`` delivery starts after the device's last ack, so a
+client that acks never misses a message, even across server restarts. When the
+messages it asks for are no longer all kept (retention, length limit) it gets
+one ``resync`` instead, whose snapshot holds the pairing's current state, and
+then everything after its ``last_id``.
+
+Liveness: the server sends ``ping`` every ``heartbeat_s`` (browsers cannot
+send protocol pings, and cannot see the server's); any client frame counts as
+a sign of life, and ``idle_timeout_s`` without one closes the socket (4408).
+Protocol-level pings are the server's (uvicorn's) business.
+
+Close codes: 1000 normal; 1009 frame too big; 1011 server error; 1012 server
+restarting, reconnect (elsewhere); 1013 hub unavailable, reconnect later;
+4408 idle timeout, reconnect; 4401/4403/4410 bad token, device removed,
+pairing closed or expired: do not reconnect with that token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, Protocol
+
+from sync.pairing import PAIRING_CLOSED, PEER_LEFT, Device
+
+from .base import Hub
+from .errors import HistoryTrimmed, HubUnavailable
+
+log = logging.getLogger("arclip.hub")
+
+Snapshot = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    IDLE_TIMEOUT = 4408
+    GONE = 4410
+
+
+class SocketClosed(Exception):
+    """The peer went away (raised by ``Socket`` adapters)."""
+
+    def __init__(self, code: int = 1006) -> None:
+        super().__init__(f"socket closed ({code})")
+        self.code = code
+
+
+class Socket(Protocol):
+    """An accepted websocket; adapters raise ``SocketClosed`` when the peer is gone."""
+
+    async def receive_text(self) -> str: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    heartbeat_s: float = 25.0
+    idle_timeout_s: float = 60.0
+    max_frame_chars: int = 4096
+    max_errors: int = 20  # bad frames before the socket is closed
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout_s <= self.heartbeat_s:
+            raise ValueError("the idle timeout must be longer than the heartbeat interval")
+
+
+class SessionState(StrEnum):
+    CONNECTING = "connecting"  # accepted; hello not yet sent
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_NEXT: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.CONNECTING: frozenset({SessionState.OPEN, SessionState.CLOSING}),
+    SessionState.OPEN: frozenset({SessionState.CLOSING}),
+    SessionState.CLOSING: frozenset({SessionState.CLOSED}),
+    SessionState.CLOSED: frozenset(),
+}
+
+
+class SyncSession:
+    def __init__(
+        self,
+        socket: Socket,
+        device: Device,
+        hub: Hub,
+        *,
+        config: SessionConfig | None = None,
+        snapshot: Snapshot | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.socket = socket
+        self.device = device
+        self.config = config or SessionConfig()
+        self._hub = hub
+        self._snapshot = snapshot
+        self._clock = clock
+        self.state = SessionState.CONNECTING
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._send_close = True
+        self._done = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._pump: asyncio.Task[None] | None = None
+        self._sent = 0  # newest message id delivered
+        self._acked = 0
+        self._errors = 0
+        self._last_heard = clock()
+
+    # -- the state machine -------------------------------------------------------------------------------
+    def _move(self, to: SessionState) -> None:
+        if to not in _NEXT[self.state]:
+            raise RuntimeError(f"session cannot go from {self.state} to {to}")
+        self.state = to
+
+    def close(self, code: int, reason: str = "", *, send: bool = True) -> None:
+        """Ask the session to end (idempotent): ``run`` closes the socket and returns."""
+        if self.state in (SessionState.CLOSING, SessionState.CLOSED):
+            return
+        self._move(SessionState.CLOSING)
+        self.close_code, self.close_reason, self._send_close = code, reason, send
+        self._done.set()
+
+    async def run(self) -> int:
+        """Serve the socket until either side ends the session; returns the close code."""
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._guarded(self._open)
+            if self.state is SessionState.OPEN:
+                tasks = [
+                    asyncio.create_task(self._guarded(self._read_loop)),
+                    asyncio.create_task(self._guarded(self._heartbeat)),
+                ]
+                self._start_pump(self._acked)
+            await self._done.wait()
+        finally:
+            self.close(CloseCode.SERVICE_RESTART, "server restarting")  # no-op unless cancelled from outside
+            if self._pump is not None:
+                tasks.append(self._pump)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._send_close:
+                with contextlib.suppress(Exception):
+                    await self.socket.close(int(self.close_code or CloseCode.NORMAL), self.close_reason)
+            self._move(SessionState.CLOSED)
+        return int(self.close_code or CloseCode.NORMAL)
+
+    async def _guarded(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        try:
+            await work(*args)
+        except SocketClosed as exc:
+            self.close(exc.code, "", send=False)
+        except HubUnavailable:
+            log.warning("hub unavailable; closing %s's socket", self.device.device_id)
+            self.close(CloseCode.TRY_AGAIN_LATER, "hub unavailable, reconnect shortly")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sync session of %s failed", self.device.device_id)
+            self.close(CloseCode.INTERNAL_ERROR, "server error")
+
+    async def _open(self) -> None:
+        pairing_id, device_id = self.device.pairing_id, self.device.device_id
+        self._acked = self._sent = await self._hub.acked(pairing_id, device_id)
+        last_id = await self._hub.last_id(pairing_id)
+        await self._control(
+            "hello",
+            {
+                "pairing_id": pairing_id,
+                "device_id": device_id,
+                "role": self.device.role,
+                "last_id": last_id,
+                "acked_id": self._acked,
+                "heartbeat_s": self.config.heartbeat_s,
+                "idle_timeout_s": self.config.idle_timeout_s,
+            },
+        )
+        if self.state is SessionState.CONNECTING:
+            self._move(SessionState.OPEN)
+
+    # -- sending ------------------------------------------------------------------------------------------
+    async def _send(self, frame: dict[str, Any]) -> None:
+        text = json.dumps(frame, separators=(",", ":"))
+        async with self._send_lock:
+            await self.socket.send_text(text)
+
+    async def _control(self, type: str, data: dict[str, Any] | None = None) -> None:
+        await self._send({"id": None, "type": type, "data": data or {}})
+
+    def _start_pump(self, after: int) -> None:
+        self._pump = asyncio.create_task(self._guarded(self._pump_from, after))
+
+    async def _pump_from(self, after: int) -> None:
+        cursor = after
+        while True:
+            try:
+                async with contextlib.aclosing(self._hub.follow(self.device.pairing_id, cursor)) as messages:
+                    async for message in messages:
+                        await self._send(message.to_json())
+                        cursor = message.id
+                        self._sent = max(self._sent, message.id)
+                        if self._ends_session(message.type, message.data):
+                            return
+            except HistoryTrimmed as gap:
+                snapshot = await self._snapshot(self.device.pairing_id) if self._snapshot else {}
+                await self._send(
+                    {
+                        "id": gap.last_id,
+                        "type": "resync",
+                        "data": {"reason": "trimmed", "last_id": gap.last_id, "snapshot": snapshot},
+                    }
+                )
+                cursor = gap.last_id
+                self._sent = max(self._sent, gap.last_id)
+
+    def _ends_session(self, type: str, data: dict[str, Any]) -> bool:
+        if type == PAIRING_CLOSED:
+            self.close(CloseCode.GONE, f"pairing {data.get('state', 'closed')}")
+            return True
+        if type == PEER_LEFT and data.get("device_id") == self.device.device_id:
+            self.close(CloseCode.FORBIDDEN, "device removed from the pairing")
+            return True
+        return False
+
+    # -- receiving ----------------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        while True:
+            text = await self.socket.receive_text()
+            self._last_heard = self._clock()
+            if len(text) > self.config.max_frame_chars:
+                self.close(CloseCode.TOO_BIG, "frame too big")
+                return
+            try:
+                frame = json.loads(text)
+                kind = frame["type"]
+            except (ValueError, TypeError, KeyError):
+                await self._refuse("bad_frame", 'Send JSON objects with a "type".')
+                continue
+            if kind == "ack":
+                await self._on_ack(frame.get("id"))
+            elif kind == "resume":
+                await self._on_resume(frame.get("last_id"))
+            elif kind == "ping":
+                await self._control("pong")
+            elif kind == "pong":
+                pass
+            else:
+                await self._refuse("unknown_type", f"Unknown message type {kind!r}.")
+
+    async def _refuse(self, code: str, detail: str) -> None:
+        self._errors += 1
+        if self._errors > self.config.max_errors:
+            self.close(1008, "too many bad frames")
+            return
+        await self._control("error", {"code": code, "detail": detail})
+
+    @staticmethod
+    def _message_id(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    async def _on_ack(self, value: Any) -> None:
+        message_id = self._message_id(value)
+        if message_id is None:
+            await self._refuse("bad_ack", '"id" must be a message id (an integer ≥ 0).')
+            return
+        message_id = min(message_id, self._sent)  # never ack what was not delivered
+        if message_id > self._acked:
+            self._acked = message_id
+            await self._hub.ack(self.device.pairing_id, self.device.device_id, message_id)
+
+    async def _on_resume(self, value: Any) -> None:
+        last_id = self._message_id(value)
+        if last_id is None:
+            await self._refuse("bad_resume", '"last_id" must be a message id (an integer ≥ 0).')
+            return
+        # Under the send lock the pump is never mid-frame when it is replaced.
+        async with self._send_lock:
+            if self._pump is not None:
+                self._pump.cancel()
+                await asyncio.wait([self._pump])
+            if self.state is not SessionState.OPEN:
+                return
+            self._sent = last_id
+            self._start_pump(last_id)
+
+    # -- liveness -----------------------------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        next_ping = self._clock() + self.config.heartbeat_s
+        while True:
+            now = self._clock()
+            idle_deadline = self._last_heard + self.config.idle_timeout_s
+            if now >= idle_deadline:
+                self.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+                return
+            if now >= next_ping:
+                await self._control("ping")
+                next_ping = now + self.config.heartbeat_s
+            await asyncio.sleep(max(0.005, min(next_ping, idle_deadline) - now))
