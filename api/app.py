@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from billing import ApiKeyService
 from segmentation import ClipEngine, EngineConfig, OnnxModel, SegmentationModel, resolve_model
 from segmentation.decode import ImageLimits
 
@@ -20,8 +19,9 @@ from .assets import start_assets
 from .database import create_database, create_schema, session_factory
 from .errors import install_error_handlers
 from .live import start_live_sync
-from .middleware import BodyLimitMiddleware, RequestIdMiddleware
-from .routes import captures, clip, health, pairing
+from .metering import start_billing
+from .middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware, RequestIdMiddleware
+from .routes import account, captures, clients, clip, health, pairing, stripe_webhook
 from .services import Services
 from .settings import Settings
 
@@ -74,11 +74,12 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
             log.info("clipping with %s", clipper.model.provider)
             live_sync = await start_live_sync(settings, sessions)
             asset_stack = start_assets(settings, sessions, clipper, live_sync.hub, live_sync.pairings)
+            billing_stack = start_billing(settings, sessions)
             app.state.services = Services(
                 settings=settings,
                 database=database,
                 sessions=sessions,
-                keys=ApiKeyService(sessions),
+                keys=billing_stack.billing.keys,
                 clipper=clipper,
                 store=asset_stack.store,
                 assets=asset_stack.assets,
@@ -87,10 +88,12 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
                 pairings=live_sync.pairings,
                 hub=live_sync.hub,
                 live=live_sync.live,
+                billing=billing_stack.billing,
             )
             try:
                 yield
             finally:
+                await billing_stack.close()
                 await live_sync.close()
                 await asset_stack.close()
                 await clipper.close()
@@ -103,6 +106,10 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     app.include_router(clip.router)
     app.include_router(pairing.router)
     app.include_router(captures.router)
+    app.include_router(account.router)
+    app.include_router(stripe_webhook.router)
+    app.include_router(clients.router)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdMiddleware)
     return app

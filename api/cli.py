@@ -15,6 +15,8 @@ from .settings import Settings
 app = typer.Typer(help="arclip: AR cut-and-paste, and the clipping API.", no_args_is_help=True, add_completion=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+accounts_app = typer.Typer(help="Manage billing accounts.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -110,37 +112,60 @@ def locate(
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option("--name", help="What the key is for.")],
-    plan: Annotated[str, typer.Option("--plan", help="Billing plan.")] = "free",
-    credits: Annotated[Optional[float], typer.Option("--credits", help="Starting credits.")] = None,
+    name: Annotated[str, typer.Option("--name", help="What the key is for (and the new account's name).")],
+    plan: Annotated[Optional[str], typer.Option("--plan", help="The new account's plan: free, prepaid, payg.")] = None,
+    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits granted (never lapse), e.g. 100 or 2.5.")] = None,
+    account: Annotated[Optional[str], typer.Option("--account", help="Add the key to this account instead.")] = None,
+    test: Annotated[bool, typer.Option("--test", help="A test-mode key (arc_test_…): works, never billed.")] = False,
+    scope: Annotated[Optional[list[str]], typer.Option("--scope", help="Limit the key to a scope (repeatable).")] = None,
 ) -> None:
-    """Create an API key and print it (the only time it is shown)."""
-    from .offline import with_keys
+    """Create an API key (and an account for it) and print it: the only time it is shown."""
+    from billing import BillingError, to_milli
+
+    from .offline import with_accounts
 
     async def run():  # type: ignore[no-untyped-def]
-        async with with_keys(Settings()) as keys:
-            return await keys.create(name, plan=plan)
+        async with with_accounts(Settings()) as (keys, accounts):
+            grant = to_milli(credits) if credits is not None else 0
+            if account is None:
+                return await keys.create(name, plan or "free", credits=grant, mode="test" if test else "live",
+                                         scopes=scope or None)
+            if plan is not None:
+                await accounts.set_plan(account, plan)
+            if grant:
+                await accounts.grant(account, grant)
+            return await keys.create(name, account_id=account, mode="test" if test else "live", scopes=scope or None)
 
-    info, secret = asyncio.run(run())
+    try:
+        info, secret = asyncio.run(run())
+    except BillingError as exc:
+        _fail(exc.detail)
     typer.echo(secret)
-    typer.secho(f"{info.id} ({info.name}, plan {info.plan}): store the key now; it cannot be shown again.", err=True)
-    if credits is not None:
-        typer.secho("note: credits arrive with billing; this key is unmetered for now.", err=True)
+    typer.secho(
+        f"{info.id} ({info.name}, account {info.account_id}, plan {info.plan}, {info.mode}): "
+        "store the key now; it cannot be shown again.",
+        err=True,
+    )
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(
+    account: Annotated[Optional[str], typer.Option("--account", help="Only this account's keys.")] = None,
+) -> None:
     """List API keys (never their secrets)."""
     from .offline import with_keys
 
     async def run():  # type: ignore[no-untyped-def]
         async with with_keys(Settings()) as keys:
-            return await keys.list()
+            return await keys.list(account)
 
     for info in asyncio.run(run()):
         state = "revoked" if info.revoked else "active"
         used = info.last_used_at.isoformat() if info.last_used_at else "never"
-        typer.echo(f"{info.id}\t{info.display}\t{info.name}\t{info.plan}\t{state}\tlast used {used}")
+        typer.echo(
+            f"{info.id}\t{info.display}\t{info.name}\t{info.plan}\t{state}\tlast used {used}"
+            f"\t{info.account_id}\t{info.mode}\t{','.join(info.scopes)}"
+        )
 
 
 @keys_app.command("revoke")
@@ -159,6 +184,46 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `
     except ApiKeyNotFound as exc:
         _fail(exc.detail)
     typer.echo(f"revoked {info.id} ({info.name})")
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """List accounts: plan, credits left, Stripe customer."""
+    from billing import format_credits
+
+    from .offline import with_accounts
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with with_accounts(Settings()) as (_, accounts):
+            return await accounts.list()
+
+    for info in asyncio.run(run()):
+        state = "suspended" if info.suspended else "active"
+        typer.echo(
+            f"{info.id}\t{info.name}\t{info.plan}\t{format_credits(info.balance.remaining)} credits\t{state}"
+            f"\t{info.stripe_customer_id or '-'}"
+        )
+
+
+@accounts_app.command("credit")
+def accounts_credit(
+    account: Annotated[str, typer.Argument(help="The account's id (from `arclip accounts list`).")],
+    credits: Annotated[str, typer.Argument(help="Credits to add (never lapse).")],
+) -> None:
+    """Grant credits to an account (recorded in its ledger)."""
+    from billing import BillingError, format_credits, to_milli
+
+    from .offline import with_accounts
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with with_accounts(Settings()) as (_, accounts):
+            return await accounts.grant(account, to_milli(credits))
+
+    try:
+        info = asyncio.run(run())
+    except BillingError as exc:
+        _fail(exc.detail)
+    typer.echo(f"{info.id}: {format_credits(info.balance.remaining)} credits left")
 
 
 def main() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
-from billing import ApiKeyService, KeyInfo
+from billing import ApiKeyService, Billing, KeyInfo, RateLimited
 from segmentation import ClipEngine
 from sync.assets import AssetService, CaptureService, ScreenService
 from sync.hub import Hub, SyncGateway
@@ -49,6 +50,44 @@ async def current_key(
 
 
 ApiKeyDep = Annotated[KeyInfo, Depends(current_key)]
+
+
+def get_billing(services: ServicesDep) -> Billing:
+    return services.billing
+
+
+BillingDep = Annotated[Billing, Depends(get_billing)]
+
+
+def metered_key(scope: str) -> Callable[..., Any]:
+    """The public API's key dependency: authenticated, holding ``scope``, admitted by its rate limits.
+
+    The limiter's decision is left in the request state for the rate-limit fields of the
+    response (``RateLimitHeadersMiddleware``); the concurrency slot is given back after it.
+    """
+
+    async def dependency(
+        request: Request, billing: BillingDep, x_api_key: Annotated[str | None, Header(alias="X-Api-Key")] = None
+    ) -> AsyncIterator[KeyInfo]:
+        key = (await billing.keys.authenticate(x_api_key)).require(scope)
+        state = request.scope.setdefault("state", {})
+        try:
+            decision = await billing.limiter.acquire(key.id, billing.limit_for(key))
+        except RateLimited as exc:
+            state["ratelimit"] = exc.decision
+            raise
+        state["ratelimit"] = decision
+        try:
+            yield key
+        finally:
+            await billing.limiter.release(decision)
+
+    return dependency
+
+
+ClipKeyDep = Annotated[KeyInfo, Depends(metered_key("clip"))]
+AccountKeyDep = Annotated[KeyInfo, Depends(metered_key("account:read"))]
+AccountWriteKeyDep = Annotated[KeyInfo, Depends(metered_key("account:write"))]
 
 
 def get_assets(services: ServicesDep) -> AssetService:

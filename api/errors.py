@@ -82,6 +82,21 @@ _BILLING_STATUS: list[tuple[type[billing_errors.BillingError], int]] = [
     (billing_errors.InvalidApiKey, 403),
     (billing_errors.RevokedApiKey, 403),
     (billing_errors.ApiKeyNotFound, 404),
+    (billing_errors.AccountNotFound, 404),
+    (billing_errors.InsufficientScope, 403),
+    (billing_errors.AccountSuspended, 402),
+    (billing_errors.InsufficientCredits, 402),
+    (billing_errors.RateLimited, 429),
+    (billing_errors.IdempotencyKeyMismatch, 422),  # Stripe: 400 idempotency_error; ours is a bad parameter
+    (billing_errors.IdempotencyKeyInUse, 409),  # the first request still runs
+    (billing_errors.InvalidIdempotencyKey, 422),
+    (billing_errors.UnknownPlan, 422),
+    (billing_errors.UnknownPack, 422),
+    (billing_errors.InvalidAmount, 422),
+    (billing_errors.InvalidWebhook, 400),
+    (billing_errors.PaymentsNotConfigured, 503),
+    (billing_errors.PaymentsUnavailable, 503),
+    (billing_errors.PaymentsError, 502),
 ]
 
 
@@ -134,7 +149,26 @@ async def _segmentation_error(_: Request, exc: seg_errors.SegmentationError) -> 
 
 async def _billing_error(_: Request, exc: billing_errors.BillingError) -> JSONResponse:
     status = _status_for(exc, _BILLING_STATUS)
-    return problem_response(status, exc.code, exc.detail)
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, (billing_errors.RateLimited, billing_errors.IdempotencyKeyInUse)):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, billing_errors.RateLimited):
+        extra["limit"] = exc.reason
+    if isinstance(exc, billing_errors.InsufficientCredits):
+        extra["credits_required"] = exc.required / 1000
+        extra["credits_remaining"] = exc.remaining / 1000
+    if isinstance(exc, billing_errors.InsufficientScope):
+        extra["scope"] = exc.scope
+    if isinstance(exc, billing_errors.PaymentsUnavailable):
+        log.warning("stripe unavailable: %s", exc.detail)
+        headers["Retry-After"] = "10"
+    elif isinstance(exc, billing_errors.PaymentsError):
+        log.error("stripe refused: %s", exc.detail)
+    if status == 500:
+        log.error("billing error: %s", exc.detail)
+        return problem_response(500, "internal_error", "Something went wrong on our side; it was not charged.")
+    return problem_response(status, exc.code, exc.detail, headers, **extra)
 
 
 async def _asset_error(_: Request, exc: asset_errors.AssetError) -> JSONResponse:

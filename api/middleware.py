@@ -1,11 +1,14 @@
-"""Pure ASGI middleware: request ids and the request-body size limit."""
+"""Pure ASGI middleware: request ids, the request-body size limit, rate-limit fields."""
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing import Decision
 
 from .errors import BodyTooLarge, problem_response
 
@@ -69,3 +72,46 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def ratelimit_fields(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The IETF ``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers).
+
+    Two policies: ``"rate"``, the token bucket (quota = the burst, window = the seconds
+    an empty bucket takes to refill), and ``"concurrency"``, requests at once.
+    """
+    limit = decision.limit
+    window = max(1, math.ceil(limit.window))
+    policy = f'"rate";q={limit.burst};w={window}, "concurrency";q={limit.concurrency};qu="concurrency"'
+    running = decision.in_flight if decision.allowed else limit.concurrency if decision.reason == "concurrency" else 0
+    state = (
+        f'"rate";r={max(0, decision.remaining)};t={max(0, math.ceil(decision.reset))}, '
+        f'"concurrency";r={max(0, limit.concurrency - running)}'
+    )
+    return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())]
+
+
+class RateLimitHeadersMiddleware:
+    """Add the rate-limit fields to every response of a request the limiter saw.
+
+    The key's dependency leaves its ``Decision`` in ``scope["state"]["ratelimit"]``,
+    so errors raised after it (402, 422, 429 …) carry the fields as successes do.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                decision = state.get("ratelimit")
+                if isinstance(decision, Decision):
+                    message.setdefault("headers", []).extend(ratelimit_fields(decision))
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)

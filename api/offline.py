@@ -10,11 +10,12 @@ from typing import IO, Any
 
 import typer
 
-from billing import ApiKeyService
+from billing import AccountService, ApiKeyService
 from segmentation import ClipEngine, ClipOptions, InputError
 
 from .app import build_model, engine_config
 from .database import create_database, create_schema, session_factory
+from .metering import catalogue
 from .settings import Settings
 
 
@@ -24,7 +25,20 @@ async def with_keys(settings: Settings) -> AsyncIterator[ApiKeyService]:
     database = create_database(settings.resolved_database_url)
     try:
         await create_schema(database)
-        yield ApiKeyService(session_factory(database))
+        yield ApiKeyService(session_factory(database), catalogue(settings))
+    finally:
+        await database.dispose()
+
+
+@contextlib.asynccontextmanager
+async def with_accounts(settings: Settings) -> AsyncIterator[tuple[ApiKeyService, AccountService]]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = create_database(settings.resolved_database_url)
+    try:
+        await create_schema(database)
+        sessions = session_factory(database)
+        plans = catalogue(settings)
+        yield ApiKeyService(sessions, plans), AccountService(sessions, plans)
     finally:
         await database.dispose()
 

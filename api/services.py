@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from billing import ApiKeyService
+from billing import ApiKeyService, Billing
 from segmentation import ClipEngine
 from sync.assets import AssetService, CaptureService, ScreenService
 from sync.hub import Hub, SyncGateway
@@ -30,3 +30,4 @@ class Services:
     pairings: PairingService
     hub: Hub
     live: SyncGateway  # this process's /v1/sync sessions
+    billing: Billing  # keys (the same object as ``keys``), credits, rate limits, Stripe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,27 @@ class Settings(BaseSettings):
     hub_heartbeat_s: float = Field(default=25.0, gt=0, description="app-level ping interval on /v1/sync")
     hub_idle_timeout_s: float = Field(default=60.0, gt=0, description="close a /v1/sync socket silent this long")
     sync_sweep_s: float = Field(default=60.0, gt=0, description="how often lapsed pairings and old messages are swept")
+
+    # The paid API (billing/): plans, credits, rate limits, Stripe.
+    plans: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='JSON overrides of the plans, e.g. {"free": {"monthly_credits": 100, "rate": 5}}'
+    )
+    credit_packs: dict[str, dict[str, Any]] | None = Field(
+        default=None, description='JSON credit packs {"name": {"credits": 1000, "amount": 1000, "currency": "usd"}}; unset: the defaults'
+    )
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, description="an Idempotency-Key's response is replayed this long")
+    reservation_ttl_s: int = Field(default=15 * 60, ge=30, description="credits reserved by a request that never finished come back after this")
+    key_touch_interval_s: float = Field(default=60.0, ge=0, description="an API key's last_used_at is written at most this often")
+    ratelimit_redis_timeout_s: float = Field(default=0.25, gt=0, description="a slower Redis is a failed one: requests pass unlimited")
+    stripe_api_key: SecretStr | None = Field(default=None, description="unset: no Stripe (no checkout, usage kept for later)")
+    stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_… of the /v1/stripe/webhook endpoint")
+    stripe_api_base: str | None = Field(default=None, description="another Stripe API address (a local test server)")
+    stripe_payg_price: str | None = Field(default=None, description="the metered Price of the pay-as-you-go subscription")
+    stripe_meter_event: str = Field(default="arclip_credits", description="the Billing Meter's event name")
+    stripe_meter_unit: float = Field(default=0.25, gt=0, description="credits per meter unit (Stripe takes whole units)")
+    stripe_timeout_s: float = Field(default=20.0, gt=0)
+    stripe_max_retries: int = Field(default=2, ge=0, description="the SDK's own retries of a failed request")
+    usage_report_interval_s: float = Field(default=5.0, gt=0, description="how often unreported usage is sent to Stripe")
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(redis-server chromium fonts-dejavu-core)
+SYSTEM_PACKAGES=(redis-server postgresql chromium fonts-dejavu-core)
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()

@@ -208,10 +208,15 @@ def u2netp_model():
     return OnnxModel(resolve_model("u2netp"), max_batch=1)
 
 
+# The free plan without rate limits: tests of other parts send bursts of concurrent
+# requests and must not trip the limiter by accident (billing's tests set their own).
+UNLIMITED_PLANS = {"free": {"rate": 10_000.0, "burst": 10_000, "concurrency": 10_000}}
+
+
 def make_settings(data_dir: Path, **overrides):
     from api.settings import Settings
 
-    defaults = dict(data_dir=data_dir, workers=2, max_queue=16, intra_op_threads=None)
+    defaults = dict(data_dir=data_dir, workers=2, max_queue=16, intra_op_threads=None, plans=UNLIMITED_PLANS)
     defaults.update(overrides)
     return Settings(_env_file=None, **defaults)
 
@@ -265,3 +270,41 @@ def app_factory(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContext
         return running_app(make_settings(tmp_path / f"data{next(counter)}", **overrides), model)
 
     return factory
+
+
+# ---------------------------------------------------------------------------
+# Billing: a local Stripe (localstripe + a stub, loopback only) and a real redis-server
+# ---------------------------------------------------------------------------
+
+STRIPE_TEST_KEY = "sk_test_arclip_local_only"
+WEBHOOK_SECRET = "whsec_arclip_test_secret"
+
+
+@pytest.fixture(scope="session")
+def _stripe_servers():
+    from tests.billing.stripe_server import LocalStripe, LocalStripeServers, StripeStub
+
+    localstripe = LocalStripe().start()
+    stub = StripeStub(upstream=localstripe.url).start()
+    try:
+        yield LocalStripeServers(localstripe, stub)
+    finally:
+        stub.stop()
+        localstripe.stop()
+
+
+@pytest.fixture
+def stripe_local(_stripe_servers):
+    """The local Stripe, its stub's failures and records reset for each test."""
+    _stripe_servers.stub.reset()
+    yield _stripe_servers
+    _stripe_servers.stub.reset()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway redis-server on a free loopback port, for the whole session."""
+    from sync.hub.testing import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("billing-redis"), appendonly=False) as url:
+        yield url

@@ -203,7 +203,7 @@ def authenticate(data_dir: Path, secret: str):
 def test_keys_create_list_revoke(data_dir: Path) -> None:
     from billing import RevokedApiKey
 
-    created = run("keys", "create", "--name", "my integration", "--plan", "pro")
+    created = run("keys", "create", "--name", "my integration", "--plan", "payg")
     assert created.exit_code == 0, created.output
     secret = created.stdout.strip()
     assert secret.startswith("arc_live_") and "\n" not in secret, "stdout must be exactly the key"
@@ -212,7 +212,7 @@ def test_keys_create_list_revoke(data_dir: Path) -> None:
     listed = run("keys", "list")
     assert listed.exit_code == 0, listed.output
     assert secret not in listed.output, "list must never show the secret"
-    assert "my integration" in listed.output and "pro" in listed.output and "active" in listed.output
+    assert "my integration" in listed.output and "payg" in listed.output and "active" in listed.output
     key_id = listed.stdout.split()[0]
     assert key_id.startswith("key_")
     assert key_id in created.output  # the create message names the id

@@ -1,28 +1,45 @@
-"""``POST /v1/clip``: the public clipping route."""
+"""``POST /v1/clip``: the public clipping route.
+
+Paid: the key's credits are reserved before the work and charged only when it
+succeeded (``billing.Metering``); an ``Idempotency-Key`` replays the first success.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from billing import Charge, StoredResponse, format_credits
 from segmentation import ClipOptions, ClipResult
 
-from ..deps import ApiKeyDep, ClipperDep, SettingsDep
+from ..deps import BillingDep, ClipKeyDep, ClipperDep, SettingsDep
 from ..errors import ApiProblem
 
 router = APIRouter(tags=["clip"])
 
 _OPTION_NAMES = ("format", "channels", "crop", "crop_margin", "size", "bg_color")
-_PREVIEW_CREDITS = 0.25
 
 
-def _credits_for(options: ClipOptions) -> float:
-    return _PREVIEW_CREDITS if options.size == "preview" else 1.0
+def operation_for(options: ClipOptions) -> str:
+    """The billed operation: 1 credit a full-size (or auto) image, 0.25 a preview."""
+    return "clip.preview" if options.size == "preview" else "clip"
 
 
-def _format_credits(value: float) -> str:
-    return f"{value:g}"
+def request_fingerprint(route: str, options: ClipOptions, data: bytes) -> str:
+    """What an Idempotency-Key is bound to: the route, the parsed options and the image bytes."""
+    digest = hashlib.sha256()
+    digest.update(f"{route}\n{options!r}\n".encode())
+    digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def replayed(stored: StoredResponse) -> Response:
+    headers = {**stored.headers, "Idempotent-Replayed": "true"}
+    return Response(content=stored.body, status_code=stored.status, media_type=stored.media_type, headers=headers)
 
 
 async def read_image_upload(request: Request, max_bytes: int, field: str = "image_file") -> tuple[bytes, dict[str, str]]:
@@ -49,10 +66,11 @@ async def read_image_upload(request: Request, max_bytes: int, field: str = "imag
     return data, fields
 
 
-def clip_headers(result: ClipResult, credits: float) -> dict[str, str]:
+def clip_headers(result: ClipResult, charge: Charge) -> dict[str, str]:
     box = result.foreground
     return {
-        "X-Credits-Charged": _format_credits(credits),
+        "X-Credits-Charged": format_credits(charge.amount),
+        "X-Credits-Remaining": format_credits(charge.remaining),
         "X-Width": str(result.width),
         "X-Height": str(result.height),
         "X-Foreground-Left": str(box.left),
@@ -66,13 +84,31 @@ def clip_headers(result: ClipResult, credits: float) -> dict[str, str]:
     "/v1/clip",
     responses={200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The cut-out image."}},
 )
-async def clip(request: Request, key: ApiKeyDep, clipper: ClipperDep, settings: SettingsDep) -> Response:
+async def clip(
+    request: Request,
+    key: ClipKeyDep,
+    clipper: ClipperDep,
+    settings: SettingsDep,
+    billing: BillingDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
     # Options parse before admission so a bad parameter costs no queue place.
     query = {name: request.query_params.get(name) for name in _OPTION_NAMES}
     ClipOptions.parse(**query)
     async with clipper.admission():
         data, fields = await read_image_upload(request, settings.max_upload_bytes)
         options = ClipOptions.parse(**{name: fields.get(name, query[name]) for name in _OPTION_NAMES})
-        result = await clipper.clip(data, options)
-    headers = clip_headers(result, _credits_for(options))
-    return Response(content=result.data, media_type=result.media_type, headers=headers)
+        async with billing.metering.call(
+            key,
+            operation=operation_for(options),
+            idempotency_key=idempotency_key,
+            fingerprint=request_fingerprint("POST /v1/clip", options, data),
+            request_id=request.scope.get("state", {}).get("request_id"),
+        ) as call:
+            if call.replay is not None:
+                return replayed(call.replay)
+            result = await clipper.clip(data, options)
+            stored = await call.succeed(
+                lambda charge: StoredResponse(200, clip_headers(result, charge), result.data, result.media_type)
+            )
+    return Response(content=stored.body, media_type=stored.media_type, headers=stored.headers)

@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from billing import ApiKeyNotFound, ApiKeyService, Base, InvalidApiKey, MissingApiKey, RevokedApiKey
+from billing import (
+    ApiKeyNotFound,
+    ApiKeyService,
+    Base,
+    InvalidApiKey,
+    MissingApiKey,
+    RevokedApiKey,
+)
 
 
 @pytest.fixture
@@ -35,9 +42,9 @@ async def all_rows(database: AsyncEngine) -> list[dict]:
 
 
 async def test_create_returns_secret_once_and_stores_only_its_hash(keys: ApiKeyService, database: AsyncEngine) -> None:
-    info, secret = await keys.create("my app", plan="pro")
+    info, secret = await keys.create("my app", plan="payg")
     assert secret.startswith("arc_live_") and len(secret) >= 40
-    assert info.name == "my app" and info.plan == "pro" and not info.revoked
+    assert info.name == "my app" and info.plan == "payg" and not info.revoked
     assert info.id.startswith("key_")
     assert secret not in info.display and info.display.endswith(secret[-4:])
 
@@ -141,3 +148,98 @@ async def test_concurrent_authentication(keys: ApiKeyService) -> None:
     info, secret = await keys.create("busy")
     results = await asyncio.gather(*(keys.authenticate(secret) for _ in range(20)))
     assert {r.id for r in results} == {info.id}
+
+
+# --- the key format, accounts, modes and scopes ----------------------------------------------
+
+from billing import (
+    AccountService,
+    AccountSuspended,
+    InsufficientScope,
+    key_mode,
+    looks_valid,
+)
+from billing.keys import new_secret
+
+
+def test_key_format_and_offline_checksum() -> None:
+    for mode, prefix in (("live", "arc_live_"), ("test", "arc_test_")):
+        secret = new_secret(mode)
+        assert secret.startswith(prefix) and len(secret) == len(prefix) + 43 + 6
+        assert secret[len(prefix):].isalnum()
+        assert looks_valid(secret) and key_mode(secret) == mode
+    secret = new_secret()
+    # one changed character anywhere breaks the CRC32 checksum
+    for i in range(len("arc_live_"), len(secret)):
+        swapped = secret[:i] + ("A" if secret[i] != "A" else "B") + secret[i + 1 :]
+        assert not looks_valid(swapped), i
+    assert not looks_valid("arc_test_" + secret[len("arc_live_"):])  # the prefix is covered too
+    for junk in (None, "", "arc_live_", "sk_live_" + secret[9:], secret + "0", secret[:-1], " " + secret):
+        assert not looks_valid(junk)
+
+
+def test_secrets_carry_256_random_bits() -> None:
+    bodies = {new_secret()[9:-6] for _ in range(200)}
+    assert len(bodies) == 200
+    assert max(int.from_bytes(b.encode(), "big") for b in bodies)  # not constant
+    assert len(set("".join(bodies))) > 55  # the whole base62 alphabet shows up
+
+
+async def test_a_wellformed_but_unknown_key_is_invalid(keys: ApiKeyService) -> None:
+    with pytest.raises(InvalidApiKey):
+        await keys.authenticate(new_secret())
+
+
+async def test_create_makes_an_account_and_more_keys_can_join_it(keys: ApiKeyService, database: AsyncEngine) -> None:
+    accounts = AccountService(async_sessionmaker(database, expire_on_commit=False))
+    first, _ = await keys.create("shop", plan="prepaid", credits=5_000)
+    assert first.account_id.startswith("acct_") and first.plan == "prepaid"
+    account = await accounts.get(first.account_id)
+    assert account.name == "shop" and account.balance.credits == 5_000
+    second, secret = await keys.create("shop ci", account_id=first.account_id, mode="test")
+    assert second.account_id == first.account_id and second.mode == "test" and secret.startswith("arc_test_")
+    assert (await keys.authenticate(secret)).test
+    assert [k.id for k in await keys.list(first.account_id)] == [first.id, second.id]
+    assert len(await accounts.list()) == 1
+
+
+async def test_scopes(keys: ApiKeyService) -> None:
+    _, secret = await keys.create("reader", scopes=["account:read"])
+    authenticated = await keys.authenticate(secret)
+    assert authenticated.scopes == ("account:read",)
+    authenticated.require("account:read")
+    with pytest.raises(InsufficientScope):
+        authenticated.require("clip")
+    with pytest.raises(InsufficientScope):
+        await keys.create("bad", scopes=["admin"])
+    full, _ = await keys.create("all")
+    assert set(full.scopes) == {"clip", "account:read", "account:write"}
+
+
+async def test_suspended_account_keys_are_refused(keys: ApiKeyService, database: AsyncEngine) -> None:
+    _, secret = await keys.create("app")
+    async with database.begin() as conn:
+        await conn.execute(text("UPDATE billing_accounts SET suspended_at = CURRENT_TIMESTAMP, suspended_reason = 'payment_failed'"))
+    with pytest.raises(AccountSuspended):
+        await keys.authenticate(secret)
+
+
+async def test_last_used_at_is_written_at_most_every_touch_interval(database: AsyncEngine) -> None:
+    now = [1_750_000_000.0]
+    keys = ApiKeyService(async_sessionmaker(database, expire_on_commit=False), clock=lambda: now[0], touch_interval=60)
+    _, secret = await keys.create("app")
+    await keys.authenticate(secret)
+    first = (await keys.list())[0].last_used_at
+    now[0] += 30
+    await keys.authenticate(secret)
+    assert (await keys.list())[0].last_used_at == first
+    now[0] += 31
+    await keys.authenticate(secret)
+    assert (await keys.list())[0].last_used_at > first
+
+
+async def test_unknown_plan_is_refused(keys: ApiKeyService) -> None:
+    from billing import UnknownPlan
+
+    with pytest.raises(UnknownPlan):
+        await keys.create("x", plan="platinum")
