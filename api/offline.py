@@ -98,12 +98,14 @@ async def clip_files(
 
 def locate_pairs(lines: Iterable[str], out: IO[str]) -> None:
     """One JSON result line per input line, in order."""
-    from sync.locate import locate_paths
+    from sync.locate import IndexCache, locate_paths
 
+    # Pairs often share a screen picture: index each one once.
+    cache = IndexCache()
     for line in lines:
         if not line.strip():
             continue
         pair = json.loads(line)
-        location = locate_paths(Path(pair["view"]), Path(pair["screen"]))
+        location = locate_paths(Path(pair["view"]), Path(pair["screen"]), cache=cache)
         out.write(json.dumps(location.to_json()) + "\n")
         out.flush()

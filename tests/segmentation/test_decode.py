@@ -347,12 +347,6 @@ def test_unsupported_formats() -> None:
             probe(encode_image(photo(32, 32), fmt), LIMITS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segmentation/decode.py _to_rgb honours tRNS only for palette images (the `mode == 'P' and "
-    "'transparency' in img.info` branch); "
-    "a colour-key transparency on an L or RGB PNG is dropped, so those areas become visible",
-)
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 def test_colour_key_transparency_png(mode: str) -> None:
     pixels = np.zeros((48, 64) if mode == "L" else (48, 64, 3), np.uint8)

@@ -1,0 +1,1 @@
+"""Benchmark of screen-point localization (sync.locate) against the screenpoint baseline."""
