@@ -105,11 +105,6 @@ def test_compose_keeps_size(channels: str) -> None:
     assert out.shape[:2] == (7, 13)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segmentation/alpha.py _normalise maps a constant saliency map to all zeros, so a model that "
-    "finds the whole frame salient (a close-up) yields an empty cut-out instead of a solid one",
-)
 def test_whole_frame_salient_gives_solid_alpha() -> None:
     from segmentation.alpha import saliency_to_alpha
 
