@@ -3,14 +3,20 @@
 Requests queue up; a single worker takes the first, waits at most
 ``max_wait`` for more (up to the model's ``max_batch``) and runs them
 together on a dedicated inference thread. On a GPU this multiplies
-throughput; on a CPU ``max_batch`` is 1 and it is simply a fair queue that
-keeps one inference at a time on the cores.
+throughput. On a CPU ``max_batch`` is 1 (a batch is no cheaper per image)
+and the model can run *lean* (one thread): a lone inference gets every core
+(lowest latency), but while other requests have CPU work, or another
+inference is running, it runs on one core, up to one run per core, which
+costs ~10% less CPU per image and keeps every core busy under load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,18 +32,37 @@ class _Job:
 
 
 class MicroBatcher:
-    def __init__(self, model: SegmentationModel, *, max_batch: int | None = None, max_wait: float = 0.004) -> None:
+    def __init__(
+        self,
+        model: SegmentationModel,
+        *,
+        max_batch: int | None = None,
+        max_wait: float = 0.004,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.model = model
         self.max_batch = max(1, min(max_batch or model.max_batch, model.max_batch))
         self.max_wait = max_wait
+        # ``busy()``: other requests are using the CPU right now; a model that can
+        # (``can_run_lean``) then infers on one thread instead of all of them.
+        self._busy = busy if getattr(model, "can_run_lean", False) else None
+        # Lanes: model runs at once. One, except for a lean-capable (CPU) model:
+        # then up to one single-threaded run per core, so that two requests
+        # reaching inference together use both cores instead of queueing.
+        self.lanes = max(1, os.cpu_count() or 1) if self._busy is not None else 1
+        self.lean_runs = 0  # inferences run lean, for tests and /readyz
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arclip-infer")
+        self._free_lanes: asyncio.Semaphore | None = None
+        self._in_flight = 0
+        self._runs: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="arclip-infer")
         self.batch_sizes: list[int] = []  # recent batch sizes, for /readyz and tests
 
     async def start(self) -> None:
         if self._worker is None:
             self._queue = asyncio.Queue()
+            self._free_lanes = asyncio.Semaphore(self.lanes)
             self._worker = asyncio.create_task(self._run(), name="arclip-batcher")
 
     async def close(self) -> None:
@@ -46,6 +71,10 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        for run in list(self._runs):
+            run.cancel()
+        if self._runs:
+            await asyncio.gather(*self._runs, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def infer(self, tensor: np.ndarray) -> np.ndarray:
@@ -75,20 +104,44 @@ class MicroBatcher:
         return [job for job in jobs if not job.future.cancelled()]
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._free_lanes is not None
         while True:
-            jobs = await self._collect()
-            if not jobs:
-                continue
-            batch = np.stack([job.tensor for job in jobs])
+            await self._free_lanes.acquire()
             try:
-                result = await loop.run_in_executor(self._executor, self.model.predict, batch)
+                jobs = await self._collect()
+            except BaseException:
+                self._free_lanes.release()
+                raise
+            if not jobs:
+                self._free_lanes.release()
+                continue
+            # Every core for a lone inference; one when another inference or
+            # other requests' CPU stages are running alongside it.
+            lean = self._busy is not None and (self._in_flight > 0 or self._busy())
+            self._in_flight += 1
+            run = asyncio.create_task(self._execute(jobs, lean))
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+
+    async def _execute(self, jobs: list[_Job], lean: bool) -> None:
+        assert self._free_lanes is not None
+        try:
+            batch = np.stack([job.tensor for job in jobs])
+            predict = self.model.predict
+            if lean:
+                predict = functools.partial(self.model.predict, lean=True)  # type: ignore[call-arg]
+                self.lean_runs += 1
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, predict, batch)
             except Exception as exc:  # one bad run fails its own jobs, not the worker
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
-                continue
+                return
             self.batch_sizes = (self.batch_sizes + [len(jobs)])[-64:]
             for job, saliency in zip(jobs, result):
                 if not job.future.done():
                     job.future.set_result(saliency)
+        finally:
+            self._in_flight -= 1
+            self._free_lanes.release()

@@ -39,6 +39,33 @@ def _up_filtered(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+# Rows filtered and deflated per strip: a ~1 MB buffer that stays in cache
+# instead of a filtered copy of the whole image (48 MB at 12 MP RGBA).
+_STRIP_BYTES = 1 << 20
+
+
+def _deflate_up_filtered(pixels: np.ndarray, level: int) -> bytes:
+    """The zlib stream of the Up-filtered rows, built strip by strip (same bytes as filtering it all at once)."""
+    height = pixels.shape[0]
+    rows = pixels.reshape(height, -1)
+    strip = max(1, min(height, _STRIP_BYTES // (rows.shape[1] + 1)))
+    buffer = np.empty((strip, rows.shape[1] + 1), dtype=np.uint8)
+    buffer[:, 0] = _FILTER_UP
+    compressor = _deflate.compressobj(level)
+    parts = []
+    for top in range(0, height, strip):
+        count = min(strip, height - top)
+        out = buffer[:count]
+        if top == 0:
+            out[0, 1:] = rows[0]
+            np.subtract(rows[1:count], rows[: count - 1], out=out[1:, 1:])
+        else:
+            np.subtract(rows[top : top + count], rows[top - 1 : top + count - 1], out=out[:, 1:])
+        parts.append(compressor.compress(memoryview(out).cast("B")))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     """Encode (H, W), (H, W, 2|3|4) uint8 pixels as PNG."""
     if pixels.dtype != np.uint8:
@@ -46,7 +73,7 @@ def encode_png(pixels: np.ndarray, level: int = 1) -> bytes:
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPE[channels], 0, 0, 0)
-    data = _deflate.compress(memoryview(_up_filtered(pixels)).cast("B"), level)
+    data = _deflate_up_filtered(np.ascontiguousarray(pixels), level)
     return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
 
