@@ -32,16 +32,20 @@ _MULTIPART_OVERHEAD = 64 * 1024
 
 
 def build_model(settings: Settings) -> OnnxModel:
-    model = OnnxModel(
+    import onnxruntime
+
+    from segmentation.session import choose_providers
+
+    on_cpu = choose_providers(onnxruntime.get_available_providers(), settings.providers)[0] == "CPUExecutionProvider"
+    # Measured: on a CPU a batch is no faster per image than single runs, so
+    # batching (and its load-time proof, which costs memory) is for GPUs only.
+    default_batch = 1 if on_cpu else 8
+    return OnnxModel(
         resolve_model(settings.model),
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
-        max_batch=settings.max_batch_size or 8,
+        max_batch=settings.max_batch_size or default_batch,
     )
-    if settings.max_batch_size is None and model.provider == "CPUExecutionProvider":
-        # Measured: on a CPU a batch is no faster per image than single runs.
-        model.max_batch = 1
-    return model
 
 
 def engine_config(settings: Settings) -> EngineConfig:
