@@ -47,3 +47,24 @@ async def test_readyz_reports_a_broken_database(api) -> None:
     body = response.json()
     assert body["status"] == "not_ready"
     assert body["database"].startswith("error")
+
+
+async def test_readyz_reports_storage_and_fails_when_it_is_down(api) -> None:
+    """Readiness covers object storage: a store that errors makes /readyz answer 503."""
+    response = await api.client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["storage"] == "ok"
+
+    services = api.app.state.services
+    original = services.store.exists
+
+    async def broken(key: str) -> bool:
+        raise OSError("disk gone")
+
+    services.store.exists = broken
+    try:
+        response = await api.client.get("/readyz")
+    finally:
+        services.store.exists = original
+    assert response.status_code == 503
+    assert response.json()["storage"] == "error: OSError"
