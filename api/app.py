@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
             log.info("clipping with %s", clipper.model.provider)
             live_sync = await start_live_sync(settings, sessions)
             asset_stack = start_assets(settings, sessions, clipper, live_sync.hub, live_sync.pairings)
+            # A device whose missed messages were trimmed gets the pairing's clips in its resync.
+            live_sync.live.add_snapshot_source("assets", asset_stack.assets.snapshot)
             billing_stack = start_billing(settings, sessions)
             app.state.services = Services(
                 settings=settings,

@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -121,6 +122,24 @@ class AssetService:
         if asset.expires_at <= self._clock():
             raise AssetNotFound(f"Asset {asset_id!r} has expired.")
         return asset
+
+    async def snapshot(self, pairing_id: str) -> dict[str, Any]:
+        """The pairing's live assets, oldest first, for a hub resync snapshot.
+
+        URLs are signed paths (no host): a client that missed ``asset.created``
+        messages resolves them against the origin it already talks to.
+        """
+        now = self._clock()
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(AssetRow)
+                    .where(AssetRow.pairing_id == pairing_id, AssetRow.expires_at > now)
+                    .order_by(AssetRow.created_at)
+                )
+            ).all()
+        assets = [_asset(row) for row in rows]
+        return {"items": [{**asset.to_json(), "url": self.signed_path(asset)} for asset in assets]}
 
     async def get_signed(self, asset_id: str, expires: str | None, sig: str | None) -> Asset:
         """The asset a signed URL names; ``SignatureError`` unless the URL is valid now."""

@@ -475,3 +475,19 @@ async def test_capture_options() -> None:
 def test_location_contract_is_what_paste_reads() -> None:
     loc = Location(True, 1.0, 2.0, 0.9, scale=1.5, rotation_deg=3.0)
     assert (loc.found, loc.x, loc.y, loc.confidence, loc.scale, loc.rotation_deg) == (True, 1.0, 2.0, 0.9, 1.5, 3.0)
+
+
+async def test_snapshot_lists_the_pairings_live_assets_oldest_first(assets: AssetService, clock: Clock) -> None:
+    old = await assets.create("pair_a", b"a", width=10, height=8, bbox=BBox(1, 2, 3, 4))
+    clock.advance(hours=1)
+    new = await assets.create("pair_a", b"b", width=20, height=16, bbox=BBox(0, 0, 20, 16))
+    await assets.create("pair_b", b"c", width=5, height=5, bbox=BBox(0, 0, 5, 5))
+
+    items = (await assets.snapshot("pair_a"))["items"]
+    assert [item["asset_id"] for item in items] == [old.id, new.id]
+    assert items[1]["width"] == 20 and items[1]["height"] == 16
+    # A signed path, resolvable against the client's own origin.
+    assert items[0]["url"].startswith(f"/v1/assets/{old.id}?") and "sig=" in items[0]["url"]
+
+    clock.advance(hours=23, minutes=30)  # the first is past its 24 h retention, the second is not
+    assert [item["asset_id"] for item in (await assets.snapshot("pair_a"))["items"]] == [new.id]
