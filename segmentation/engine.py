@@ -218,25 +218,8 @@ class ClipEngine:
             xs = slice(window.left, window.left + window.width)
             rgb, cropped_alpha = rgb[ys, xs], alpha[ys, xs]
             box = Box(box.left - window.left, box.top - window.top, box.width, box.height) if box.width else box
-        if options.channels == "rgba" and options.bg_color is None:
-            pixels = _rgba_zeroed(rgb, cropped_alpha)
-        else:
-            pixels = compose(rgb, cropped_alpha, options)
+        pixels = compose(rgb, cropped_alpha, options)
         return Cutout(pixels=pixels, alpha=alpha, foreground=box, source=info)
-
-
-def _rgba_zeroed(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``cutout.compose`` for plain RGBA with OpenCV's SIMD kernels: ~11 ms instead of ~110 ms at 12 MP.
-
-    Same pixels: RGB plus alpha, colour zeroed where alpha is 0. Each RGBA
-    pixel is viewed as one int32 and xor-ed with itself where alpha is 0, in
-    place, so the only temporaries are the output and a one-byte mask.
-    """
-    rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
-    cv2.mixChannels([alpha], [rgba], [0, 3])
-    pixels = rgba.view(np.int32).reshape(alpha.shape)
-    cv2.bitwise_xor(pixels, pixels, dst=pixels, mask=np.equal(alpha, 0).view(np.uint8))
-    return rgba
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8

@@ -35,10 +35,10 @@ def profile(args) -> None:  # type: ignore[no-untyped-def]
         resolve_model,
     )
     from segmentation.alpha import saliency_to_alpha
-    from segmentation.cutout import foreground_box
+    from segmentation.cutout import foreground_box, rgba_zeroed
     from segmentation.decode import ImageLimits, probe
     from segmentation.encode import encode
-    from segmentation.engine import _decode_resized, _rgba_zeroed, tune_malloc
+    from segmentation.engine import _decode_resized, tune_malloc
     from segmentation.preprocess import fit_within, to_model_input
 
     paths = ensure_images(Path(args.out), f"jpeg_{args.width}x{args.height}", args.images, args.width, args.height)
@@ -60,7 +60,7 @@ def profile(args) -> None:  # type: ignore[no-untyped-def]
         full = _timed(samples, "decode full + orient", _decode_resized, data, info, (info.width, info.height))
         alpha = _timed(samples, "alpha (saliency_to_alpha)", saliency_to_alpha, saliency, work.rgb, full.rgb, config.alpha)
         _timed(samples, "foreground box", foreground_box, alpha)
-        pixels = _timed(samples, "compose RGBA", _rgba_zeroed, full.rgb, alpha)
+        pixels = _timed(samples, "compose RGBA", rgba_zeroed, full.rgb, alpha)
         _timed(samples, "encode PNG", encode, pixels, "png")
 
     print(f"stages, median over {len(datas) * 2} runs of {len(datas)} images {args.width}x{args.height}:")
