@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from segmentation import ClipEngine
 from segmentation.decode import ImageLimits
 from sync.assets import AssetService, CaptureService, Publisher, ScreenService, Sweeper, UrlSigner, load_signing_key
+from sync.assets.idempotency import CaptureKeys
 from sync.locate import ScreenLocator
 from sync.pairing import PairingService
 from sync.storage import ObjectStore, open_store
@@ -63,17 +64,20 @@ def start_assets(
         max_queue=settings.locate_max_queue,
         cache_size=settings.screen_cache_size,
     )
-    captures = CaptureService(clipper, assets, screens, hub)
+    # A replay lives no longer than its asset does (it is rebuilt from it).
+    capture_keys = CaptureKeys(sessions, ttl=min(timedelta(seconds=settings.idempotency_ttl_s), retention))
+    captures = CaptureService(clipper, assets, screens, hub, keys=capture_keys)
 
     async def forget(pairing_id: str) -> None:
         await assets.delete_pairing(pairing_id)
         await screens.delete_pairing(pairing_id)
+        await capture_keys.delete_pairing(pairing_id)
 
     pairings.add_close_listener(forget)
 
     async def sweep() -> int:
         # A screen picture not replaced within the retention goes too (its pairing is idle).
-        return await assets.sweep() + await screens.sweep(retention)
+        return await assets.sweep() + await screens.sweep(retention) + await capture_keys.sweep()
 
     sweeper = Sweeper(sweep, settings.retention_sweep_s)
     sweeper.start()

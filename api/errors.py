@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from billing import errors as billing_errors
 from segmentation import errors as seg_errors
 from sync.assets import errors as asset_errors
+from sync.assets import idempotency as capture_keys
 from sync.hub import errors as hub_errors
 from sync.pairing import errors as pairing_errors
 from sync.storage import errors as storage_errors
@@ -107,6 +108,9 @@ _ASSET_STATUS: list[tuple[type[asset_errors.AssetError], int]] = [
     (asset_errors.InvalidScreen, 422),
     (asset_errors.ScreenNotLocated, 422),
     (asset_errors.LocatorBusy, 503),
+    (capture_keys.IdempotencyKeyMismatch, 422),  # as /v1/clip's: the same key for another photo
+    (capture_keys.IdempotencyKeyInUse, 409),  # the first capture with it still runs
+    (capture_keys.InvalidIdempotencyKey, 422),
 ]
 
 
@@ -179,7 +183,7 @@ async def _asset_error(_: Request, exc: asset_errors.AssetError) -> JSONResponse
         extra["hint"] = exc.hint
     if isinstance(exc, asset_errors.ScreenNotLocated):
         extra["confidence"] = exc.confidence
-    if isinstance(exc, asset_errors.LocatorBusy):
+    if isinstance(exc, (asset_errors.LocatorBusy, capture_keys.IdempotencyKeyInUse)):
         headers["Retry-After"] = str(int(exc.retry_after))
     if status == 500:
         log.error("asset error: %s", exc.detail)

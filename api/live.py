@@ -3,7 +3,8 @@
 They are built together because they share Redis (when ``ARCLIP_REDIS_URL`` is
 set) and call each other: pairing publishes ``peer.*`` and ``pairing.closed``
 through the hub, the hub forgets a closed pairing's log, and a resync snapshot
-includes the pairing's devices.
+includes the pairing's devices. Presence (who is connected now) follows the hub:
+in process without Redis, shared by the replicas with it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sync.assets import Sweeper
-from sync.hub import Hub, RedisHub, SessionConfig, SqlHub, SyncGateway
+from sync.hub import (
+    Hub,
+    MemoryPresence,
+    Presence,
+    RedisHub,
+    RedisPresence,
+    SessionConfig,
+    SqlHub,
+    SyncGateway,
+)
 from sync.pairing import (
     Limit,
     MemoryThrottle,
@@ -59,9 +69,10 @@ class LiveSync:
     redis: Redis | None = None
 
     async def close(self) -> None:
-        """Sockets first (1012: reconnect elsewhere), then the sweeper, the hub, and Redis."""
+        """Sockets first (1012: reconnect elsewhere), then the sweeper, presence, the hub, and Redis."""
         await self.live.shutdown()
         await self.sweeper.close()
+        await self.live.presence.close()
         await self.hub.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -72,26 +83,31 @@ async def start_live_sync(settings: Settings, sessions: async_sessionmaker[Async
     retention = timedelta(seconds=settings.hub_retention_s)
     hub: Hub
     throttle: Throttle
+    presence: Presence
+    grace_s = settings.hub_presence_grace_s
     if settings.redis_url:
         from redis.asyncio import Redis
 
         redis = Redis.from_url(settings.redis_url)
         hub = RedisHub(redis, max_messages=settings.hub_max_messages, retention=retention)
         throttle = RedisThrottle(redis)
+        presence = RedisPresence(redis, grace_s=grace_s)
         log.info("live hub on Redis streams")
     else:
         hub = SqlHub(sessions, max_messages=settings.hub_max_messages, retention=retention)
         throttle = MemoryThrottle()
+        presence = MemoryPresence(grace_s)
         log.info("live hub in process (messages kept in the database)")
     pairings = PairingService(sessions, pairing_config(settings), throttle=throttle, events=hub.publish)
     pairings.add_close_listener(hub.forget)
-    live = SyncGateway(hub, session_config(settings))
+    live = SyncGateway(hub, session_config(settings), presence=presence)
     live.add_snapshot_source("pairing", pairings.snapshot)
 
     async def sweep() -> int:
         return await pairings.sweep() + await hub.sweep()
 
     await hub.start()
+    await presence.start()
     sweeper = Sweeper(sweep, settings.sync_sweep_s)
     sweeper.start()
     return LiveSync(pairings, hub, live, sweeper, redis)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     hub_heartbeat_s: float = Field(default=25.0, gt=0, description="app-level ping interval on /v1/sync")
     hub_idle_timeout_s: float = Field(default=60.0, gt=0, description="close a /v1/sync socket silent this long")
     sync_sweep_s: float = Field(default=60.0, gt=0, description="how often lapsed pairings and old messages are swept")
+    hub_presence_grace_s: float = Field(
+        default=5.0, ge=0, description="a device still counts as connected this long after its last socket closed"
+    )
 
     # The paid API (billing/): plans, credits, rate limits, Stripe.
     plans: dict[str, dict[str, Any]] = Field(

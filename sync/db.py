@@ -155,3 +155,20 @@ class ScreenRow(Base):
     height: Mapped[int] = mapped_column(Integer)
     fiducials: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class CaptureKeyRow(Base):
+    """An ``Idempotency-Key`` of ``POST /v1/captures``: the capture it made, replayed for a while.
+
+    ``pending`` while the first request runs; ``done`` with its ``asset_id`` once the desktop was told.
+    """
+
+    __tablename__ = "sync_capture_keys"
+
+    pairing_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(8))  # pending | done
+    asset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,6 +1,7 @@
 """The cut and the paste (SPEC §6): captures, screen pictures, pastes, and reading assets.
 
     POST /v1/captures                    phone    multipart image_file  -> 201 asset; desktop gets asset.created
+                                                  (Idempotency-Key: a retry replays the 201, nothing announced again)
     PUT  /v1/pairings/{id}/screen        desktop  image body or image_file -> 200 screen info
     POST /v1/captures/{asset_id}/paste   phone    multipart view        -> 200 placement; desktop gets asset.placed
                                                                         (422 screen_not_found + hint; paste.failed)
@@ -15,6 +16,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from sync.assets import CAPTURE_OPTION_NAMES, capture_options
+from sync.assets.capture import Captured
+from sync.assets.idempotency import check_key
 from sync.pairing import PairingNotFound
 
 from ..deps import AssetsDep, CapturesDep, DesktopDep, PairingsDep, PhoneDep, ScreensDep, SettingsDep, bearer_token
@@ -42,14 +45,30 @@ def _fiducials(value: str | None) -> bool | None:
 
 
 @router.post("/v1/captures", status_code=201)
-async def create_capture(request: Request, phone: PhoneDep, captures: CapturesDep, settings: SettingsDep) -> JSONResponse:
+async def create_capture(
+    request: Request,
+    phone: PhoneDep,
+    captures: CapturesDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
     query = {name: request.query_params.get(name) for name in CAPTURE_OPTION_NAMES}
-    capture_options(query)  # a bad parameter costs no queue place
+    capture_options(query)  # a bad parameter (or key) costs no queue place
+    if idempotency_key is not None:
+        check_key(idempotency_key)
     async with captures.clipper.admission():
         data, fields = await read_image_upload(request, settings.max_upload_bytes)
         options = capture_options({name: fields.get(name, query[name]) for name in CAPTURE_OPTION_NAMES})
-        asset, url = await captures.capture(phone.pairing_id, data, options, _base_url(request, settings))
-    return JSONResponse({**asset.to_json(), "url": url}, status_code=201, headers={"Location": f"/v1/assets/{asset.id}"})
+        base_url = _base_url(request, settings)
+        if idempotency_key is None:
+            captured = Captured(*await captures.capture(phone.pairing_id, data, options, base_url))
+        else:
+            captured = await captures.capture_once(phone.pairing_id, idempotency_key, data, options, base_url)
+    asset = captured.asset
+    headers = {"Location": f"/v1/assets/{asset.id}"}
+    if captured.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse({**asset.to_json(), "url": captured.url}, status_code=201, headers=headers)
 
 
 @router.put("/v1/pairings/{pairing_id}/screen")

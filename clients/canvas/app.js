@@ -544,20 +544,32 @@ async function onMessage(msg) {
 function onResync(snapshot) {
   // The messages we missed are gone; the snapshot has the pairing's state (and, where the server
   // offers it, its recent clips: {"assets": [...]} or {"assets": {"assets"|"recent"|"items": [...]}}).
+  // Layers are the canvas's own (the server keeps no placements): a resync leaves them be, and
+  // clips already in the list stay (they are kept locally, past the server's retention, as they
+  // would be had we never been away); only what we missed is added.
   const devices = snapshot?.pairing?.devices || snapshot?.devices;
   if (Array.isArray(devices)) {
-    state.phones = devices.filter((d) => d.role === "phone").length;
+    const phones = devices.filter((d) => d.role === "phone").length;
+    if (phones > state.phones) codeUsed(); // a missed peer.joined: our code was used (as refreshPairing)
+    state.phones = phones;
     save();
     renderPairing();
   }
   const section = snapshot?.assets;
   const recent = Array.isArray(section) ? section : section?.assets || section?.recent || section?.items;
   let recovered = 0;
+  let newest = null;
   if (Array.isArray(recent)) {
-    for (const asset of [...recent].reverse()) {
-      if (asset?.asset_id && !clipById(asset.asset_id)) { rememberClip(asset); recovered += 1; }
+    // The snapshot lists the assets oldest first (sync/assets AssetService.snapshot) and
+    // rememberClip() puts each clip at the top of the list, as asset.created does: adding them in
+    // the snapshot's order leaves the newest on top, as if the messages had arrived live.
+    for (const asset of recent) {
+      if (asset?.asset_id && !clipById(asset.asset_id)) { rememberClip(asset); recovered += 1; newest = asset; }
     }
   }
+  // A clip cut while we were away may be about to be pasted: show the markers for the newest one,
+  // as its asset.created would have, unless it is older than that would have lasted.
+  if (newest && !(Date.parse(newest.created_at) < Date.now() - PENDING_MS)) setPending(newest.asset_id);
   toast(recovered
     ? `Reconnected after a long break: ${recovered} clip${recovered > 1 ? "s" : ""} recovered.`
     : "Reconnected after a long break: some earlier updates were skipped.", { kind: "warn" });
@@ -570,6 +582,7 @@ function startLive() {
   const pairing = state.pairing;
   live = new SyncClient({ token: pairing.desktop_token, storageKey: syncKey(pairing.pairing_id), onMessage });
   live.addEventListener("status", (e) => renderConnection(e.detail));
+  live.addEventListener("presence", () => renderPeer());
   live.addEventListener("ended", () => pairingLost("The pairing ended."));
   live.addEventListener("resync", (e) => onResync(e.detail.snapshot));
   live.start();
@@ -717,7 +730,18 @@ function renderPairing() {
   els.phones.textContent = state.phones > 0 ? `${state.phones} phone${state.phones > 1 ? "s" : ""} paired` : "No phone paired";
   els.phones.dataset.state = state.phones > 0 ? "paired" : "none";
   els.btnPair.textContent = state.phones > 0 ? "Add a phone" : "Pair a phone";
+  renderPeer();
   tickCode();
+}
+
+/** Whether a phone has the capture app open right now (presence), beside how many are paired. */
+function renderPeer() {
+  const known = Boolean(live?.presenceKnown);
+  const online = known ? [...live.peers.values()].filter((p) => p.role === "phone").length : 0;
+  // Unknown while our own socket is down (the connection pill says so); nothing to say before a phone pairs.
+  els.peer.hidden = !known || (state.phones === 0 && online === 0);
+  els.peer.dataset.state = online > 0 ? "online" : "away";
+  els.peer.textContent = online > 1 ? `${online} phones connected` : online === 1 ? "Phone connected" : "Phone not connected";
 }
 
 function tickCode() {
@@ -743,7 +767,7 @@ function tickCode() {
 
 function bind() {
   for (const [key, id] of Object.entries({
-    stage: "stage", layers: "layers", pattern: "pattern", empty: "empty", conn: "conn", phones: "phones",
+    stage: "stage", layers: "layers", pattern: "pattern", empty: "empty", conn: "conn", phones: "phones", peer: "peer",
     pending: "pending", pairing: "pairing", pairingOpen: "pairing-open", pairingDone: "pairing-done",
     qr: "qr", code: "code", reachWarning: "reach-warning", codeExpiry: "code-expiry", captureUrl: "capture-url", selection: "selection",
     clipList: "clip-list", clipsEmpty: "clips-empty", btnPair: "btn-pair", btnUnpair: "btn-unpair",

@@ -4,7 +4,7 @@
 // Uploads are JPEGs of at most MAX_SIDE pixels (the cut and the paste photo alike, so the
 // canvas can size a paste by the locator's scale), sent with XHR for progress.
 
-import { api, upload, fetchAsset, sleep } from "../shared/api.js";
+import { api, upload, fetchAsset, sleep, newIdempotencyKey } from "../shared/api.js";
 import { SyncClient } from "../shared/sync.js";
 import { local } from "../shared/store.js";
 import { $, toast, registerServiceWorker, formatCode } from "../shared/ui.js";
@@ -207,15 +207,23 @@ function setClip(clip) {
   els.clipImg.src = clip.url || `/v1/assets/${encodeURIComponent(clip.asset_id)}?token=${encodeURIComponent(state.pairing.phone_token)}`;
 }
 
-/** Run an upload, retrying (with a visible countdown) while the server says it is busy. */
-async function withBusyRetry(send) {
+/**
+ * Run an upload, retrying (with a visible countdown) while the server says it is busy. An
+ * `idempotent` upload (sent with an Idempotency-Key) is also retried when its answer was lost
+ * (the network dropped mid-request) or its first try is still running (409): the server hands back
+ * the first result instead of doing the work twice.
+ */
+async function withBusyRetry(send, { idempotent = false } = {}) {
   for (let attempt = 0; ; attempt++) {
     try {
       return await send();
     } catch (err) {
-      if (err.kind !== "busy" || attempt >= BUSY_RETRIES) throw err;
+      const stillRunning = err.status === 409 && err.code === "idempotency_key_in_use";
+      const answerLost = err.kind === "offline" && navigator.onLine;
+      const retry = err.kind === "busy" || (idempotent && (stillRunning || answerLost));
+      if (!retry || attempt >= BUSY_RETRIES) throw err;
       const wait = Math.min(10, err.retryAfter || 2);
-      setHint(`The server is busy: retrying in ${wait} s…`, "warn");
+      setHint(err.kind === "busy" ? `The server is busy: retrying in ${wait} s…` : `Connection trouble: retrying in ${wait} s…`, "warn");
       await sleep(wait * 1000);
       setHint("");
     }
@@ -232,11 +240,14 @@ async function cut() {
     const blob = await photo;
     const form = new FormData();
     form.append("image_file", blob, "cut.jpg");
+    // One key per photo, reused by its retries: a retry after a lost answer gets the same clip back,
+    // and the canvas receives it once.
+    const key = newIdempotencyKey();
     showProgress(0, "Uploading…");
     const asset = await withBusyRetry(() => upload("/v1/captures", {
-      token: state.pairing.phone_token, body: form,
+      token: state.pairing.phone_token, body: form, headers: { "Idempotency-Key": key },
       onProgress: (f) => showProgress(f, f >= 1 ? "Cutting out the object…" : `Uploading… ${Math.round(f * 100)}%`),
-    }));
+    }), { idempotent: true });
     setClip({ asset_id: asset.asset_id, url: asset.url, width: asset.width, height: asset.height });
     setHint("Now aim the centre at the laptop canvas and press Paste.", "info");
   } catch (err) {
@@ -375,6 +386,7 @@ function startLive() {
   const pairing = state.pairing;
   live = new SyncClient({ token: pairing.phone_token, storageKey: syncKey(pairing.pairing_id), onMessage });
   live.addEventListener("status", (e) => renderConnection(e.detail));
+  live.addEventListener("presence", (e) => renderPeer(e.detail));
   live.addEventListener("ended", () => pairingLost("This phone is no longer paired: the pairing ended or expired. Pair again with the code on the laptop."));
   live.start();
 }
@@ -395,6 +407,15 @@ function renderConnection({ state: s }) {
   }[s] || s;
   els.conn.textContent = text;
   els.conn.dataset.state = s;
+}
+
+/** Whether the laptop has the canvas open right now (presence); hidden while we cannot know. */
+function renderPeer({ known, peers }) {
+  const online = known && peers.some((p) => p.role === "desktop");
+  els.peer.hidden = !known;
+  els.peer.dataset.state = online ? "online" : "away";
+  els.peer.textContent = online ? "Laptop connected" : "Laptop not connected";
+  els.peer.title = online ? "" : "Clips wait for the canvas: open /canvas on the laptop.";
 }
 
 function pairingLost(message) {
@@ -498,7 +519,7 @@ function bind() {
     pairView: "pair-view", cameraView: "camera-view", pairForm: "pair-form", codeInput: "code-input", pairBtn: "pair-btn",
     pairStatus: "pair-status", scanBtn: "scan-btn", scanBox: "scan-box", scanVideo: "scan-video", video: "video",
     noCamera: "no-camera", noCameraText: "no-camera-text", retryCamera: "retry-camera", clipBox: "clip-box",
-    clipImg: "clip-img", conn: "conn", hint: "hint", progress: "progress", progressFill: "progress-fill",
+    clipImg: "clip-img", conn: "conn", peer: "peer", hint: "hint", progress: "progress", progressFill: "progress-fill",
     progressText: "progress-text", cutBtn: "cut-btn", pasteBtn: "paste-btn", discardBtn: "discard-btn",
     fileInput: "file-input", cutHelp: "cut-help", menu: "menu", menuPairing: "menu-pairing",
   })) els[key] = document.getElementById(id);

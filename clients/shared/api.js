@@ -78,13 +78,14 @@ export async function api(path, { method = "GET", token = null, json, body, head
  * POST/PUT a FormData or Blob with upload progress (fetch cannot report it).
  * onProgress(fraction 0..1) while sending; resolves the JSON answer; throws ApiError.
  */
-export function upload(path, { method = "POST", token = null, body, contentType = null, onProgress, signal, timeoutMs = 120000 } = {}) {
+export function upload(path, { method = "POST", token = null, body, contentType = null, headers = {}, onProgress, signal, timeoutMs = 120000 } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open(method, path);
     xhr.timeout = timeoutMs;
     if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
     if (contentType) xhr.setRequestHeader("Content-Type", contentType);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.responseType = "text";
     if (onProgress) {
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
@@ -125,6 +126,20 @@ export async function fetchAsset(assetId, { url = null, token = null } = {}) {
     last = errorFromResponse(response.status, await readBody(response), response.headers.get("retry-after"));
   }
   throw last;
+}
+
+/**
+ * A fresh Idempotency-Key (a UUID v4). Make one per action and send it with every retry of that
+ * action: the server then does the work once and replays its answer. crypto.randomUUID exists only
+ * on secure pages, and the capture app is often opened over plain http on the LAN.
+ */
+export function newIdempotencyKey() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /** Wait `ms` milliseconds (abortable). */

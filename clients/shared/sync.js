@@ -4,12 +4,17 @@
 //   live.addEventListener("status", (e) => e.detail.state);   // connecting | open | waiting | offline | ended
 //   live.addEventListener("ended", (e) => e.detail.code);     // 4401/4403/4410: the pairing is over for us
 //   live.addEventListener("resync", (e) => e.detail.snapshot);
+//   live.addEventListener("presence", (e) => e.detail);  // {known, peers: [{device_id, role}]}: who else is connected
 //   live.start(); ... live.stop();
 //
 // Guarantees to `onMessage`: messages in id order, each at most once per page (ids at or below the
 // last one handled are dropped), and handled before they are acked. The last handled id is kept
 // in localStorage and sent as `resume` on every connection, so a reload or a reconnect misses
 // nothing; the server's ack also survives a lost localStorage.
+//
+// Presence (`peers`): the pairing's other devices connected right now. The server lists them in
+// `hello` and reports changes as `peer.online` / `peer.offline` control frames (never replayed, see
+// sync/hub/session.py); while our own socket is down we do not know, so `known` is false.
 
 const NO_RECONNECT = new Set([4401, 4403, 4410]);
 
@@ -24,12 +29,15 @@ export class SyncClient extends EventTarget {
     this.maxDelayMs = maxDelayMs;
     this.state = "idle";
     this.hello = null;
+    this.peers = new Map(); // device_id -> {device_id, role}, valid while `presenceKnown`
+    this.presenceKnown = false;
     this.ws = null;
     this.attempt = 0;
     this.stopped = true;
     this.queue = Promise.resolve();
     this.lastSeen = this.loadLastId(); // highest id queued for handling
     this.lastHandled = this.lastSeen; // highest id handled (persisted, acked)
+    this.resyncedAt = null; // id of the resync handled on the current connection, if any
     this.retryTimer = null;
     this.watchdog = null;
     this.idleTimeoutMs = 60000;
@@ -100,6 +108,7 @@ export class SyncClient extends EventTarget {
   }
 
   setState(state, extra = {}) {
+    if (state !== "open" && this.presenceKnown) this.setPresence(null); // our socket is down: we no longer know
     this.state = state;
     this.dispatchEvent(new CustomEvent("status", { detail: { state, ...extra } }));
   }
@@ -159,6 +168,15 @@ export class SyncClient extends EventTarget {
     const id = frame.id;
     if (frame.type === "resync") {
       // What we asked for is gone; the snapshot stands in for it, then messages after last_id follow.
+      // One gap can be answered twice on a connection: the server starts replaying from its stored
+      // ack as soon as it says hello, and our resume restarts that replay, which hits the trimmed
+      // history again. A later resync on the same connection that takes us no further than where
+      // we already are is that duplicate: ack it, do not hand it on.
+      if (this.resyncedAt !== null && this.lastSeen !== null && id <= this.lastSeen) {
+        this.send({ type: "ack", id: this.lastHandled ?? id });
+        return;
+      }
+      this.resyncedAt = id;
       this.lastSeen = id;
       this.enqueue(id, () => this.dispatchEvent(new CustomEvent("resync", { detail: frame.data || {} })));
       return;
@@ -188,6 +206,7 @@ export class SyncClient extends EventTarget {
     const data = frame.data || {};
     if (frame.type === "hello") {
       this.hello = data;
+      this.resyncedAt = null; // a new connection: no resync handled on it yet
       this.attempt = 0;
       if (data.idle_timeout_s) this.idleTimeoutMs = data.idle_timeout_s * 1000;
       // A log newer than the server's (it was reset): start over from what it has.
@@ -198,11 +217,30 @@ export class SyncClient extends EventTarget {
       if (this.lastSeen !== null) this.send({ type: "resume", last_id: this.lastSeen });
       this.setState("open", { hello: data });
       this.dispatchEvent(new CustomEvent("hello", { detail: data }));
+      this.setPresence(Array.isArray(data.peers) ? data.peers : null); // null: a server without presence
+    } else if (frame.type === "peer.online" || frame.type === "peer.offline") {
+      if (!data.device_id || !this.presenceKnown) return;
+      const peers = [...this.peers.values()].filter((p) => p.device_id !== data.device_id);
+      if (frame.type === "peer.online") peers.push({ device_id: data.device_id, role: data.role });
+      this.setPresence(peers);
     } else if (frame.type === "ping") {
       this.send({ type: "pong" });
     } else if (frame.type === "error") {
       console.warn("sync: server refused a frame", data);
     }
+  }
+
+  /** Replace who else is connected (null: unknown) and tell the listeners. */
+  setPresence(peers) {
+    this.presenceKnown = peers !== null;
+    this.peers = new Map((peers || []).map((p) => [p.device_id, { device_id: p.device_id, role: p.role }]));
+    this.dispatchEvent(new CustomEvent("presence", { detail: { known: this.presenceKnown, peers: [...this.peers.values()] } }));
+  }
+
+  /** Whether a device of `role` ("phone" | "desktop") is connected now: true, false, or null (unknown). */
+  peerOnline(role) {
+    if (!this.presenceKnown) return null;
+    return [...this.peers.values()].some((p) => p.role === role);
   }
 
   onClose(code, reason) {

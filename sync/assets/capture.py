@@ -3,18 +3,23 @@
 Routes stay thin: they authenticate, read the upload and call ``capture``/``paste``.
 The hub is reached through the ``Publisher`` seam (``sync.hub``'s ``publish`` is durable
 before it returns, so a 201 means the desktop will get ``asset.created`` even if it is
-offline right now).
+offline right now). ``capture_once`` adds an ``Idempotency-Key`` (``idempotency.py``): a
+retried upload gets the first capture back, and the desktop hears of it once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from segmentation import ClipEngine, ClipOptions
 
-from .errors import NoScreen, ScreenNotLocated
+from .errors import AssetNotFound, NoScreen, ScreenNotLocated
+from .idempotency import CaptureKeys, IdempotencyKeyInUse, capture_fingerprint
 from .models import Asset, BBox
 from .screens import ScreenService
 from .service import AssetService
@@ -40,12 +45,38 @@ def capture_options(values: dict[str, str | None]) -> ClipOptions:
     return ClipOptions.parse(format="png", channels="rgba", **merged)
 
 
+@dataclass(frozen=True)
+class Captured:
+    asset: Asset
+    url: str
+    replayed: bool = False  # the first capture with this Idempotency-Key, handed back again
+
+
+async def _uncancellable(work: Awaitable[None]) -> None:
+    # Freeing a key must happen even when the request is cancelled, or retries get 409 until pending_ttl.
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 class CaptureService:
-    def __init__(self, clipper: ClipEngine, assets: AssetService, screens: ScreenService, hub: Publisher) -> None:
+    def __init__(
+        self,
+        clipper: ClipEngine,
+        assets: AssetService,
+        screens: ScreenService,
+        hub: Publisher,
+        *,
+        keys: CaptureKeys | None = None,
+    ) -> None:
         self.clipper = clipper
         self.assets = assets
         self.screens = screens
         self.hub = hub
+        self.keys = keys
 
     def url_for(self, asset: Asset, base_url: str) -> str:
         return base_url.rstrip("/") + self.assets.signed_path(asset)
@@ -70,6 +101,40 @@ class CaptureService:
                 await self.assets.delete(asset)
             raise
         return asset, url
+
+    async def capture_once(
+        self, pairing_id: str, idempotency_key: str, photo: bytes, options: ClipOptions, base_url: str
+    ) -> Captured:
+        """``capture`` under an Idempotency-Key: the first success is replayed, not clipped or announced again.
+
+        Raises ``IdempotencyKeyMismatch`` (the key came with another photo or options) and
+        ``IdempotencyKeyInUse`` (its first request still runs). The caller holds ``clipper.admission()``.
+        """
+        if self.keys is None:
+            raise RuntimeError("CaptureService was built without an idempotency store")
+        fingerprint = capture_fingerprint(options, photo)
+        for _ in range(3):
+            replay = await self.keys.begin(pairing_id, idempotency_key, fingerprint)
+            if replay is None:
+                break  # the key is ours (pending)
+            try:
+                asset = await self.assets.get(replay, pairing_id)
+            except AssetNotFound:  # expired or deleted since: nothing to replay, so it runs anew
+                await self.keys.forget(pairing_id, idempotency_key)
+                continue
+            return Captured(asset, self.url_for(asset, base_url), replayed=True)
+        else:
+            raise IdempotencyKeyInUse("This Idempotency-Key is busy; retry shortly.")
+        try:
+            asset, url = await self.capture(pairing_id, photo, options, base_url)
+        except BaseException:
+            await _uncancellable(self.keys.abandon(pairing_id, idempotency_key))
+            raise
+        try:
+            await _uncancellable(self.keys.complete(pairing_id, idempotency_key, asset.id))
+        except Exception:  # the capture stands and was announced: better a 201 than an error for a retry to repeat
+            log.exception("capture %s made, but its Idempotency-Key could not be kept", asset.id)
+        return Captured(asset, url)
 
     async def paste(self, pairing_id: str, asset_id: str, view: bytes) -> dict[str, Any]:
         """Locate the phone's photo of the screen and place the asset there.

@@ -139,7 +139,13 @@ class AssetService:
                 )
             ).all()
         assets = [_asset(row) for row in rows]
-        return {"items": [{**asset.to_json(), "url": self.signed_path(asset)} for asset in assets]}
+        return {"items": [self._snapshot_item(asset) for asset in assets]}
+
+    def _snapshot_item(self, asset: Asset) -> dict[str, Any]:
+        # created_at (ISO 8601, UTC): a client can tell a clip cut a moment ago, perhaps about to
+        # be pasted, from an old one.
+        created_at = asset.created_at.isoformat(timespec="milliseconds")
+        return {**asset.to_json(), "url": self.signed_path(asset), "created_at": created_at}
 
     async def get_signed(self, asset_id: str, expires: str | None, sig: str | None) -> Asset:
         """The asset a signed URL names; ``SignatureError`` unless the URL is valid now."""

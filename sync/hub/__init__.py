@@ -3,6 +3,8 @@
 from .base import Hub, Message, Wakeups
 from .errors import HistoryTrimmed, HubError, HubUnavailable
 from .gateway import SyncGateway
+from .presence import PEER_OFFLINE, PEER_ONLINE, MemoryPresence, Peer, Presence
+from .presence_redis import RedisPresence
 from .redis_streams import RedisHub
 from .session import (
     CloseCode,
@@ -15,6 +17,7 @@ from .session import (
 from .sql import SqlHub
 
 __all__ = [
-    "CloseCode", "HistoryTrimmed", "Hub", "HubError", "HubUnavailable", "Message", "RedisHub", "SessionConfig",
-    "SessionState", "Socket", "SocketClosed", "SqlHub", "SyncGateway", "SyncSession", "Wakeups",
+    "PEER_OFFLINE", "PEER_ONLINE", "CloseCode", "HistoryTrimmed", "Hub", "HubError", "HubUnavailable",
+    "MemoryPresence", "Message", "Peer", "Presence", "RedisHub", "RedisPresence", "SessionConfig", "SessionState",
+    "Socket", "SocketClosed", "SqlHub", "SyncGateway", "SyncSession", "Wakeups",
 ]

@@ -1,4 +1,4 @@
-"""SyncGateway: this process's live sessions, their shutdown, and the resync snapshot.
+"""SyncGateway: this process's live sessions, their shutdown, the resync snapshot, and presence.
 
 Other parts of the product add to the snapshot a client receives after a gap
 (``add_snapshot_source("assets", fn)``): each source returns a JSON-ready dict
@@ -16,6 +16,7 @@ from typing import Any
 from sync.pairing import Device
 
 from .base import Hub
+from .presence import MemoryPresence, Presence
 from .session import CloseCode, SessionConfig, Snapshot, Socket, SyncSession
 
 log = logging.getLogger("arclip.hub")
@@ -23,10 +24,17 @@ log = logging.getLogger("arclip.hub")
 
 class SyncGateway:
     def __init__(
-        self, hub: Hub, config: SessionConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        hub: Hub,
+        config: SessionConfig | None = None,
+        *,
+        presence: Presence | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
         self.config = config or SessionConfig()
+        # In-process by default; several replicas share a RedisPresence (api/live.py).
+        self.presence: Presence = presence if presence is not None else MemoryPresence()
         self._clock = clock
         self._sources: dict[str, Snapshot] = {}
         self._sessions: set[SyncSession] = set()
@@ -55,7 +63,10 @@ class SyncGateway:
         if self._closing:
             await socket.close(CloseCode.SERVICE_RESTART, "server restarting")
             return CloseCode.SERVICE_RESTART
-        session = SyncSession(socket, device, self.hub, config=self.config, snapshot=self.snapshot, clock=self._clock)
+        session = SyncSession(
+            socket, device, self.hub, config=self.config, snapshot=self.snapshot, presence=self.presence,
+            clock=self._clock,
+        )
         self._sessions.add(session)
         try:
             return await session.run()

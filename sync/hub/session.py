@@ -5,9 +5,11 @@ Every frame is a JSON text message.
 Server to client::
 
     {"id": null, "type": "hello",  "data": {"pairing_id", "device_id", "role", "last_id", "acked_id",
-                                             "heartbeat_s", "idle_timeout_s"}}          first, once
+                                             "heartbeat_s", "idle_timeout_s", "peers": [{"device_id", "role"}],
+                                             "presence_grace_s"}}          first, once
     {"id": N,    "type": T,        "data": {...}}     the pairing's messages, ids increasing by one
     {"id": N,    "type": "resync", "data": {"reason": "trimmed", "last_id": N, "snapshot": {...}}}
+    {"id": null, "type": "peer.online" | "peer.offline", "data": {"device_id", "role"}}    presence
     {"id": null, "type": "ping" | "pong" | "error", "data": {...}}     control, not in the log
 
 Client to server::
@@ -21,7 +23,20 @@ seen. Without ``resume`` delivery starts after the device's last ack, so a
 client that acks never misses a message, even across server restarts. When the
 messages it asks for are no longer all kept (retention, length limit) it gets
 one ``resync`` instead, whose snapshot holds the pairing's current state, and
-then everything after its ``last_id``.
+then everything after its ``last_id``. A connection carries a given snapshot
+once: a ``resume`` that reaches back before it goes on from the snapshot.
+
+Presence: ``hello.peers`` lists the pairing's *other* devices connected right
+now (on any replica); then ``peer.online``/``peer.offline`` report each change
+as it happens. A device is online while any of its connections is open (two
+tabs count once) and stays so for ``presence_grace_s`` after its last one
+closes, so a reload or a quick reconnect is never reported; a device removed
+from the pairing goes offline at once. Presence frames are control frames (id
+null), deliberately outside the log: they are neither acked nor replayed on
+``resume``, because a replayed "online" from an hour ago would be false; a
+reconnecting client gets the truth in its new ``hello`` instead. (Contrast
+``peer.joined``/``peer.left``, which are logged: a phone claimed the pairing,
+or left it, whether or not anyone was connected.)
 
 Liveness: the server sends ``ping`` every ``heartbeat_s`` (browsers cannot
 send protocol pings, and cannot see the server's); any client frame counts as
@@ -50,6 +65,7 @@ from sync.pairing import PAIRING_CLOSED, PEER_LEFT, Device
 
 from .base import Hub
 from .errors import HistoryTrimmed, HubUnavailable
+from .presence import PEER_OFFLINE, PEER_ONLINE, Peer, Presence
 
 log = logging.getLogger("arclip.hub")
 
@@ -122,6 +138,7 @@ class SyncSession:
         *,
         config: SessionConfig | None = None,
         snapshot: Snapshot | None = None,
+        presence: Presence | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -129,6 +146,9 @@ class SyncSession:
         self.config = config or SessionConfig()
         self._hub = hub
         self._snapshot = snapshot
+        self._presence = presence
+        self._connection_id: str | None = None  # our entry in the presence registry
+        self._peers: frozenset[Peer] = frozenset()  # the presence this client was last told
         self._clock = clock
         self.state = SessionState.CONNECTING
         self.close_code: int | None = None
@@ -139,6 +159,7 @@ class SyncSession:
         self._pump: asyncio.Task[None] | None = None
         self._sent = 0  # newest message id delivered
         self._acked = 0
+        self._resynced_to = 0  # the newest resync snapshot sent on this connection
         self._errors = 0
         self._last_heard = clock()
 
@@ -166,6 +187,8 @@ class SyncSession:
                     asyncio.create_task(self._guarded(self._read_loop)),
                     asyncio.create_task(self._guarded(self._heartbeat)),
                 ]
+                if self._presence is not None:
+                    tasks.append(asyncio.create_task(self._guarded(self._watch_presence)))
                 self._start_pump(self._acked)
             await self._done.wait()
         finally:
@@ -178,6 +201,7 @@ class SyncSession:
             if self._send_close:
                 with contextlib.suppress(Exception):
                     await self.socket.close(int(self.close_code or CloseCode.NORMAL), self.close_reason)
+            await self._leave_presence()
             self._move(SessionState.CLOSED)
         return int(self.close_code or CloseCode.NORMAL)
 
@@ -199,6 +223,9 @@ class SyncSession:
         pairing_id, device_id = self.device.pairing_id, self.device.device_id
         self._acked = self._sent = await self._hub.acked(pairing_id, device_id)
         last_id = await self._hub.last_id(pairing_id)
+        if self._presence is not None:
+            self._connection_id = await self._presence.connect(self.device)
+            self._peers = self._others(await self._presence.online(pairing_id))
         await self._control(
             "hello",
             {
@@ -209,6 +236,8 @@ class SyncSession:
                 "acked_id": self._acked,
                 "heartbeat_s": self.config.heartbeat_s,
                 "idle_timeout_s": self.config.idle_timeout_s,
+                "peers": [peer.to_json() for peer in sorted(self._peers)],
+                "presence_grace_s": self._presence.grace_s if self._presence is not None else None,
             },
         )
         if self.state is SessionState.CONNECTING:
@@ -238,6 +267,11 @@ class SyncSession:
                         if self._ends_session(message.type, message.data):
                             return
             except HistoryTrimmed as gap:
+                if gap.after < self._resynced_to:
+                    # The gap starts before a snapshot this connection already carried (a resume that
+                    # raced the replay hello started): go on from that snapshot rather than repeat it.
+                    cursor = self._resynced_to
+                    continue
                 snapshot = await self._snapshot(self.device.pairing_id) if self._snapshot else {}
                 await self._send(
                     {
@@ -246,7 +280,7 @@ class SyncSession:
                         "data": {"reason": "trimmed", "last_id": gap.last_id, "snapshot": snapshot},
                     }
                 )
-                cursor = gap.last_id
+                cursor = self._resynced_to = gap.last_id
                 self._sent = max(self._sent, gap.last_id)
 
     def _ends_session(self, type: str, data: dict[str, Any]) -> bool:
@@ -318,6 +352,42 @@ class SyncSession:
                 return
             self._sent = last_id
             self._start_pump(last_id)
+
+    # -- presence -----------------------------------------------------------------------------------------
+    def _others(self, online: frozenset[Peer]) -> frozenset[Peer]:
+        return frozenset(peer for peer in online if peer.device_id != self.device.device_id)
+
+    async def _watch_presence(self) -> None:
+        """Tell the client each change of who else is connected (hello told it the start)."""
+        assert self._presence is not None
+        pairing_id = self.device.pairing_id
+        with self._presence.watch(pairing_id) as current:
+            while True:
+                wake = current()
+                peers = self._others(await self._presence.online(pairing_id))
+                for peer in sorted(peers - self._peers):
+                    await self._control(PEER_ONLINE, peer.to_json())
+                for peer in sorted(self._peers - peers):
+                    await self._control(PEER_OFFLINE, peer.to_json())
+                self._peers = peers
+                # Wake-ups can be lost (a replica that died mid-grace): look again now and then anyway.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.heartbeat_s):
+                        await wake.wait()
+
+    async def _leave_presence(self) -> None:
+        if self._presence is None or self._connection_id is None:
+            return
+        connection_id, self._connection_id = self._connection_id, None
+        # A removed device or an ended pairing will not reconnect with this token: no grace.
+        final = self.close_code in (CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN, CloseCode.GONE)
+        try:
+            # Shielded: a session cancelled at shutdown must still say it has gone.
+            await asyncio.shield(self._presence.disconnect(self.device, connection_id, linger=not final))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Redis down: the entry expires by itself (RedisPresence's ttl)
+            log.warning("presence: could not record that %s left", self.device.device_id, exc_info=True)
 
     # -- liveness -----------------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

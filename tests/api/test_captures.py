@@ -379,3 +379,101 @@ async def test_paste_overload_is_503_with_retry_after(app_factory, scene) -> Non
         body = assert_problem(busy, 503, "overloaded")
         assert int(busy.headers["retry-after"]) >= 1 and body["detail"]
         assert await hub_messages(api, who.pairing_id, "paste.failed", "asset.placed") == []
+
+
+# ---------------------------------------------------------------------------
+# POST /v1/captures with an Idempotency-Key
+# ---------------------------------------------------------------------------
+
+
+async def keyed_capture(api: RunningApp, who: Pair, key: str | bytes, image: bytes, **params: str) -> httpx.Response:
+    return await api.client.post(
+        "/v1/captures", headers={**who.phone_auth, "Idempotency-Key": key}, params=params,
+        files={"image_file": ("photo.jpg", image, "image/jpeg")},
+    )
+
+
+async def test_a_retried_capture_is_replayed_and_announced_once(api: RunningApp) -> None:
+    who = await pair(api)
+    photo = jpeg(640, 480)
+    first = await keyed_capture(api, who, "cut-7f3a", photo)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = await keyed_capture(api, who, "cut-7f3a", photo)  # the phone never got the first answer
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
+    body, replay = first.json(), again.json()
+    assert {k: v for k, v in replay.items() if k != "url"} == {k: v for k, v in body.items() if k != "url"}
+    assert (await api.client.get(replay["url"], headers={"X-Api-Key": ""})).status_code == 200
+
+    created = await hub_messages(api, who.pairing_id, "asset.created")
+    assert [m["data"]["asset_id"] for m in created] == [body["asset_id"]]  # the desktop hears of it once
+    assert (await keyed_capture(api, who, "cut-8b1c", photo)).json()["asset_id"] != body["asset_id"]  # a new key
+
+
+async def test_a_key_reused_for_another_photo_is_refused(api: RunningApp) -> None:
+    who = await pair(api)
+    assert (await keyed_capture(api, who, "cut-1", jpeg(640, 480))).status_code == 201
+    refused = await keyed_capture(api, who, "cut-1", jpeg(640, 480, seed=9))
+    assert_problem(refused, 422, "idempotency_key_mismatch")
+    assert_problem(await keyed_capture(api, who, "cut-1", jpeg(640, 480), crop="false"), 422, "idempotency_key_mismatch")
+    assert len(await hub_messages(api, who.pairing_id, "asset.created")) == 1
+
+
+async def test_capture_keys_are_checked_and_scoped_to_the_pairing(api: RunningApp) -> None:
+    mine, theirs = await pair(api), await pair(api)
+    for bad in ("", "x" * 256, "spaces are not allowed", "caf\u00e9".encode("latin-1")):
+        assert_problem(await keyed_capture(api, mine, bad, jpeg()), 422, "invalid_idempotency_key")
+    photo = jpeg()
+    one = (await keyed_capture(api, mine, "same-key", photo)).json()
+    other = await keyed_capture(api, theirs, "same-key", photo)
+    assert other.status_code == 201 and "idempotent-replayed" not in other.headers
+    assert other.json()["asset_id"] != one["asset_id"]
+
+
+async def test_a_failed_capture_frees_its_key(api: RunningApp) -> None:
+    who = await pair(api)
+    assert_problem(await keyed_capture(api, who, "cut-retry", jpeg()[:200]), 400)
+    retried = await keyed_capture(api, who, "cut-retry", jpeg())  # only successes are kept
+    assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+
+
+async def test_captures_without_a_key_are_never_merged(api: RunningApp) -> None:
+    who = await pair(api)
+    photo = jpeg()
+    first, second = (await capture(api, who, photo)).json(), (await capture(api, who, photo)).json()
+    assert first["asset_id"] != second["asset_id"]
+    assert len(await hub_messages(api, who.pairing_id, "asset.created")) == 2
+
+
+async def test_a_duplicate_while_the_first_runs_gets_409(app_factory) -> None:
+    import threading
+
+    from segmentation.models import PRESETS
+    from segmentation.session import FunctionModel
+    from tests.conftest import disk_saliency
+
+    started, release = threading.Event(), threading.Event()
+
+    def held(x: np.ndarray) -> np.ndarray:  # the first clip waits until the test lets it go
+        started.set()
+        release.wait(30)
+        return disk_saliency(x)
+
+    async with app_factory(FunctionModel(PRESETS["u2net"], held)) as api:
+        who = await pair(api)
+        photo = jpeg()
+        first = asyncio.create_task(keyed_capture(api, who, "cut-slow", photo))
+        try:
+            assert await asyncio.to_thread(started.wait, 30)
+            busy = await keyed_capture(api, who, "cut-slow", photo)
+            assert_problem(busy, 409, "idempotency_key_in_use")
+            assert busy.headers["retry-after"] == "1"
+        finally:
+            release.set()
+        done = await first
+        assert done.status_code == 201
+        replay = await keyed_capture(api, who, "cut-slow", photo)
+        assert replay.json()["asset_id"] == done.json()["asset_id"]
+        assert len(await hub_messages(api, who.pairing_id, "asset.created")) == 1

@@ -83,11 +83,23 @@ async def sync_socket(server: Server, token: str) -> AsyncIterator[ClientConnect
         yield ws
 
 
+PRESENCE = ("peer.online", "peer.offline")
+
+
 async def frame(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    """The next frame that is not a heartbeat."""
+    """The next frame that is neither a heartbeat nor presence (control frames that come when they like)."""
     while True:
         message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if message["type"] != "ping":
+        if message["type"] != "ping" and message["type"] not in PRESENCE:
+            return message
+
+
+async def presence(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next presence frame (others skipped)."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] in PRESENCE:
+            assert message["id"] is None, message  # control: not in the log, never replayed
             return message
 
 
@@ -239,3 +251,70 @@ async def test_two_replicas_share_redis(tmp_path: Path, redis_url: str) -> None:
                             pass
                         assert await close_code(phone) == 4410
                         assert await close_code(desk_again) == 4410
+
+
+# -- presence: is the other device connected right now? ------------------------------------------------------
+
+
+def peer(device_id: str, role: str) -> dict[str, str]:
+    return {"device_id": device_id, "role": role}
+
+
+async def test_presence_in_one_process(tmp_path: Path) -> None:
+    async with serve(make_settings(tmp_path / "data", hub_presence_grace_s=0.1)) as server:
+        opened, claimed = await pair(server)
+        desktop, phone = peer(opened["device_id"], "desktop"), peer(claimed["device_id"], "phone")
+        async with sync_socket(server, opened["desktop_token"]) as desk:
+            assert (await frame(desk))["data"]["peers"] == []
+            async with sync_socket(server, claimed["phone_token"]) as tab_1:
+                assert (await frame(tab_1))["data"]["peers"] == [desktop]  # the phone learns at once
+                assert await presence(desk) == {"id": None, "type": "peer.online", "data": phone}
+                async with sync_socket(server, claimed["phone_token"]) as tab_2:  # a second tab of the phone
+                    await frame(tab_2)
+                    await tab_1.close()
+                    await asyncio.sleep(0.5)  # well past the grace: the second tab keeps the phone online
+                    async with sync_socket(server, opened["desktop_token"]) as desk_2:
+                        assert (await frame(desk_2))["data"]["peers"] == [phone]
+                assert await presence(desk) == {"id": None, "type": "peer.offline", "data": phone}
+            # presence never enters the log: a resume from 0 replays only peer.joined
+            await desk.send(json.dumps({"type": "resume", "last_id": 0}))
+            assert await frame(desk) == {
+                "id": 1, "type": "peer.joined", "data": {"device_id": claimed["device_id"], "role": "phone"}
+            }
+
+
+async def test_presence_across_replicas_without_flapping(tmp_path: Path, redis_server_url: str) -> None:
+    settings = make_settings(tmp_path / "data", redis_url=redis_server_url, hub_presence_grace_s=30.0)
+    async with serve(settings) as a, serve(settings) as b:
+        opened, claimed = await pair(a)
+        desktop, phone = peer(opened["device_id"], "desktop"), peer(claimed["device_id"], "phone")
+        async with sync_socket(b, opened["desktop_token"]) as desk:  # the desktop on B
+            assert (await frame(desk))["data"]["peers"] == []
+            async with sync_socket(a, claimed["phone_token"]) as handset:  # the phone on A
+                assert (await frame(handset))["data"]["peers"] == [desktop]
+                assert await presence(desk) == {"id": None, "type": "peer.online", "data": phone}
+            # the phone drops off A and is back on B within the grace: the desktop hears nothing of it
+            async with sync_socket(b, claimed["phone_token"]) as handset:
+                assert (await frame(handset))["data"]["peers"] == [desktop]
+                async with client(a) as http:  # a second phone joins: the next thing the desktop hears
+                    code = (
+                        await http.post(
+                            f"/v1/pairings/{opened['pairing_id']}/code",
+                            headers={"Authorization": f"Bearer {opened['desktop_token']}"},
+                        )
+                    ).json()["code"]
+                    second = (await http.post("/v1/pairings/claim", json={"code": code})).json()
+                async with sync_socket(a, second["phone_token"]) as other:
+                    await frame(other)
+                    assert await presence(desk) == {
+                        "id": None, "type": "peer.online", "data": peer(second["device_id"], "phone")
+                    }
+                    # unpaired: the phone is gone for good, no grace
+                    async with client(a) as http:
+                        await http.delete(
+                            f"/v1/pairings/{opened['pairing_id']}",
+                            headers={"Authorization": f"Bearer {second['phone_token']}"},
+                        )
+                    assert await presence(desk) == {
+                        "id": None, "type": "peer.offline", "data": peer(second["device_id"], "phone")
+                    }

@@ -488,6 +488,9 @@ async def test_snapshot_lists_the_pairings_live_assets_oldest_first(assets: Asse
     assert items[1]["width"] == 20 and items[1]["height"] == 16
     # A signed path, resolvable against the client's own origin.
     assert items[0]["url"].startswith(f"/v1/assets/{old.id}?") and "sig=" in items[0]["url"]
+    # When each was cut (a client shows paste markers only for a fresh clip).
+    cut_at = [datetime.fromisoformat(item["created_at"]) for item in items]
+    assert cut_at[1] - cut_at[0] == timedelta(hours=1) and cut_at[0].utcoffset() == timedelta(0)
 
     clock.advance(hours=23, minutes=30)  # the first is past its 24 h retention, the second is not
     assert [item["asset_id"] for item in (await assets.snapshot("pair_a"))["items"]] == [new.id]

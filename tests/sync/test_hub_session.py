@@ -12,6 +12,8 @@ import pytest
 
 from api.database import create_database, create_schema, session_factory
 from sync.hub import (
+    PEER_OFFLINE,
+    PEER_ONLINE,
     CloseCode,
     HubUnavailable,
     SessionConfig,
@@ -59,11 +61,15 @@ class FakeSocket:
     def hang_up(self) -> None:
         self._inbox.put_nowait(None)
 
-    async def next(self, *, pings: bool = False, timeout: float = 5.0) -> dict[str, Any]:
+    async def next(self, *, pings: bool = False, presence: bool = False, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame, heartbeats and presence frames skipped unless asked for."""
         while True:
             frame = await asyncio.wait_for(self._outbox.get(), timeout)
-            if pings or frame["type"] != "ping":
-                return frame
+            if frame["type"] == "ping" and not pings:
+                continue
+            if frame["type"] in (PEER_ONLINE, PEER_OFFLINE) and not presence:
+                continue
+            return frame
 
     async def stream(self, count: int) -> list[dict[str, Any]]:
         return [await self.next() for _ in range(count)]
@@ -112,7 +118,7 @@ async def test_hello_then_history_then_live(hub: SqlHub) -> None:
     hello = await conn.hello()
     assert hello == {
         "pairing_id": "pr_1", "device_id": "dev_desk", "role": "desktop", "last_id": 1, "acked_id": 0,
-        "heartbeat_s": 5.0, "idle_timeout_s": 30.0,
+        "heartbeat_s": 5.0, "idle_timeout_s": 30.0, "peers": [], "presence_grace_s": 5.0,
     }
     assert await conn.socket.next() == {"id": 1, "type": "peer.joined", "data": {"device_id": "dev_phone"}}
     await hub.publish("pr_1", "asset.created", {"asset_id": "ast_1"})
@@ -195,8 +201,26 @@ async def test_trimmed_history_gets_a_resync_snapshot(hub: SqlHub) -> None:
     assert (await conn.socket.next())["id"] == 9
     conn.socket.send(type="resume", last_id=5)  # still kept: a plain replay
     assert [f["id"] for f in await conn.socket.stream(4)] == [6, 7, 8, 9]
-    conn.socket.send(type="resume", last_id=1)
-    assert (await conn.socket.next())["type"] == "resync"
+    conn.socket.send(type="resume", last_id=1)  # before the snapshot this connection carried: on from it
+    frame = await conn.socket.next()
+    assert (frame["id"], frame["type"]) == (9, "t")
+    conn.socket.hang_up()
+    await conn.ended()
+
+
+async def test_a_resume_racing_the_first_replay_gets_no_second_resync(hub: SqlHub) -> None:
+    live = gateway(hub)
+    for i in range(8):  # the hub keeps 5: ids 4..8
+        await hub.publish("pr_1", "t", {"n": i})
+    conn = Connection(live, PHONE)
+    await conn.hello()
+    assert (await conn.socket.next())["type"] == "resync"  # the replay hello started hit the gap
+    conn.socket.send(type="resume", last_id=1)  # sent before the client saw that resync
+    conn.socket.send(type="ping")
+    assert (await conn.socket.next())["type"] == "pong"  # the resume has been handled
+    await hub.publish("pr_1", "t", {"n": 8})
+    frame = await conn.socket.next()
+    assert (frame["id"], frame["type"]) == (9, "t")  # on from the snapshot, not a second one
     conn.socket.hang_up()
     await conn.ended()
 

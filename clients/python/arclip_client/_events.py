@@ -3,7 +3,7 @@
 The protocol (server side: ``sync/hub/session.py``): the server's first frame is
 ``{"id": null, "type": "hello", "data": {...}}``, then the pairing's messages
 ``{"id": N, "type": T, "data": {...}}`` with ids increasing by one, and control frames
-(``ping``/``pong``/``error``, id null). The client acks ids (``{"type": "ack", "id": N}``)
+(``ping``/``pong``/``error``, and presence: ``peer.online``/``peer.offline``, id null). The client acks ids (``{"type": "ack", "id": N}``)
 and, on reconnecting, asks for what it missed (``{"type": "resume", "last_id": N}``).
 
 :class:`EventStream` does all of that: a background task keeps the socket, answers pings,
@@ -106,6 +106,7 @@ class EventStream:
         self.reconnect_policy = reconnect or DEFAULT_RECONNECT
         self.open_timeout = open_timeout
         self.hello: Mapping[str, Any] | None = None
+        self._peers: dict[str, str] | None = None  # device_id -> role of the other devices connected now
         self.reconnects = 0  # times the socket was re-opened after a drop
         self.close_code: int | None = None
         self._queue: asyncio.Queue[Event | _End | BaseException] = asyncio.Queue()
@@ -123,6 +124,25 @@ class EventStream:
     def last_id(self) -> int | None:
         """The newest message id handed to the consumer."""
         return self._cursor.delivered
+
+    @property
+    def peers(self) -> dict[str, str] | None:
+        """The pairing's other devices connected right now (``device_id -> role``); None while unknown
+        (the socket is down, or the server does not report presence). Not part of the log: live only."""
+        return dict(self._peers) if self._peers is not None else None
+
+    def peer_online(self, role: str) -> bool | None:
+        """Whether a device of ``role`` (``"phone"``/``"desktop"``) is connected now; None while unknown."""
+        return None if self._peers is None else role in self._peers.values()
+
+    def _set_hello(self, data: dict[str, Any]) -> None:
+        self.hello = data
+        peers = data.get("peers")
+        self._peers = (
+            {str(p["device_id"]): str(p.get("role")) for p in peers if isinstance(p, dict) and "device_id" in p}
+            if isinstance(peers, list)
+            else None
+        )
 
     @property
     def connected(self) -> bool:
@@ -280,6 +300,7 @@ class EventStream:
                 self._connected.set()
                 code, reason, fresh = await self._read(ws)
                 self._ws = None
+                self._peers = None  # unknown until the next hello
                 self.close_code = code
                 if code == NORMAL_CLOSURE or self._closed:
                     self._finish(_END)
@@ -325,8 +346,9 @@ class EventStream:
             frame = json.loads(raw)
             if isinstance(frame, dict) and frame.get("type") == "hello":
                 data = frame.get("data")
-                self.hello = data if isinstance(data, dict) else {}
-                acked = self.hello.get("acked_id")
+                hello: dict[str, Any] = data if isinstance(data, dict) else {}
+                self._set_hello(hello)
+                acked = hello.get("acked_id")
                 if isinstance(acked, int):
                     self._acked = max(self._acked, acked)
             else:  # not expected, but nothing is dropped
@@ -389,7 +411,11 @@ class EventStream:
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send('{"type":"pong"}')
             elif kind == "hello":
-                self.hello = data
+                self._set_hello(data)
+            elif kind in ("peer.online", "peer.offline") and self._peers is not None and "device_id" in data:
+                self._peers.pop(str(data["device_id"]), None)
+                if kind == "peer.online":
+                    self._peers[str(data["device_id"])] = str(data.get("role"))
             elif kind == "error":
                 log.warning("live channel: server refused a frame: %s", data)
             return False

@@ -18,6 +18,7 @@ connections on exit. Errors are the same typed exceptions as the public API's
 
 from __future__ import annotations
 
+import uuid
 import weakref
 from collections.abc import Mapping
 from dataclasses import replace
@@ -279,10 +280,17 @@ class PhoneDevice(_Device):
         crop: bool | None = None,
         crop_margin: int | float | str | None = None,
         size: Size | None = None,
+        idempotency_key: str | None = None,
     ) -> Asset:
-        """The cut: clip ``image`` into an asset of the pairing; the desktop gets ``asset.created``."""
+        """The cut: clip ``image`` into an asset of the pairing; the desktop gets ``asset.created``.
+
+        Every capture carries an ``Idempotency-Key`` (a fresh UUID unless one is given), so the
+        client's own retries after a lost answer get the same asset back and the desktop hears of it
+        once. Pass your own key to make a retry across calls (or processes) safe the same way.
+        """
         fields = clip_fields(format=None, channels=None, crop=crop, crop_margin=crop_margin, size=size, bg_color=None)
-        response = await self._request("POST", "/v1/captures", files=image_files(image), data=fields)
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        response = await self._request("POST", "/v1/captures", files=image_files(image), data=fields, headers=headers)
         return Asset.from_json(json_body(response))
 
     async def paste(self, asset: Asset | str, view_image: ImageInput) -> Placement:
