@@ -29,6 +29,12 @@ class LocatorConfig:
     # --- outline (last resort when features fail) --------------------------------------------
     use_outline: bool = True
     outline_max_roll_deg: float = 60.0  # photos are upright after EXIF; this picks the corner order
+    # --- visible screen sides + a few features (sparse canvases) ---------------------------
+    use_edges: bool = True
+    edge_ratio: float = 0.85  # looser than `ratio`: the sides already fix most of the homography
+    edge_max_matches: int = 120  # candidate matches kept (sparse canvases give far fewer)
+    edge_extra_inliers: int = 3  # matches beyond the minimum the sides leave undetermined
+    edge_unseen_max: float = 0.15  # of the photo's short side: a predicted side that should show
     # --- validation ------------------------------------------------------------------------
     min_inliers: int = 10
     max_centre_spread: float = 0.01  # of the screen diagonal: how well the inliers pin the centre

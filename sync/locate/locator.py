@@ -1,8 +1,9 @@
 """ScreenLocator: the screen point under the centre of a phone photo, or an honest "not found".
 
 Pipeline per photo: candidate homographies from the paste pattern's markers (when the screen
-picture has them) and from SIFT features (when it has any); each must pass the geometric checks
-and the photometric verification; agreeing candidates reinforce each other. Any doubt answers
+picture has them), from SIFT features (when it has any), from the whole screen outline, and from
+the screen's visible sides plus a few features (sparse canvases); each must pass the geometric
+checks and the photometric verification; agreeing candidates reinforce each other. Any doubt answers
 "not found" with a hint: a paste in the wrong place is worse than asking to try again.
 """
 
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from . import geometry
+from . import geometry, linefit
 from .config import LocatorConfig
+from .edges import EdgeRun, find_screen_edges
 from .features import guided_matches, ratio_matches, sift_features
 from .fiducials import detect_markers
 from .imaging import apply_h, downsize, scale_mat, to_gray
@@ -61,6 +63,8 @@ class _Candidate:
     hint: str | None = None
     geo: geometry.Geometry | None = None
     verdict: Verdict | None = None
+    # the screen's sides the fit rests on: (view points per side, screen line per side)
+    lines: tuple[list[np.ndarray], list[np.ndarray]] = field(default_factory=lambda: ([], []))
 
     @property
     def ok(self) -> bool:
@@ -125,6 +129,7 @@ class ScreenLocator:
         if cfg.view_retry_side > 1.25 * cfg.view_max_side and max(gray.shape) > 1.25 * cfg.view_max_side:
             sides.append(cfg.view_retry_side)
         quad: np.ndarray | None = None
+        runs: list[EdgeRun] | None = None
         looked = False
         for n, side in enumerate(sides):
             if n and not any(c.inliers >= cfg.retry_min_inliers for c in cands):
@@ -140,6 +145,14 @@ class ScreenLocator:
                 oc = self._from_outline(quad, gray, index, vf)
                 if oc is not None:
                     cands.append(self._judge(oc, gray, index))
+                    if cands[-1].ok:
+                        break
+            if cfg.use_edges and vf is not None and quad is None:
+                if runs is None:
+                    runs = find_screen_edges(gray)
+                ec = self._from_edges(runs, gray, index, vf)
+                if ec is not None:
+                    cands.append(self._judge(ec, gray, index))
                     if cands[-1].ok:
                         break
         return quad is not None
@@ -235,6 +248,54 @@ class ScreenLocator:
                 return c
         return None
 
+    def _from_edges(self, runs: list[EdgeRun], gray: np.ndarray, index: ScreenIndex, vf: _ViewFeatures) -> _Candidate | None:
+        """The screen's visible sides plus the few feature matches a sparse canvas gives."""
+        cfg = self.config
+        if not runs:
+            return None
+        turns = [0]
+        if any(abs(abs(r.angle_deg) % 90 - 45) < 15 for r in runs):
+            turns += [1, -1]  # near a diagonal: the phone's roll makes the side ambiguous
+        vi, si = ratio_matches(vf.knn_idx, vf.knn_dist, cfg.edge_ratio)
+        if len(vi) > cfg.edge_max_matches:  # the most distinctive ones: a sparse canvas has few anyway
+            keep = np.argsort(vf.knn_dist[vi, 0] / np.maximum(vf.knn_dist[vi, 1], 1e-9), kind="stable")[: cfg.edge_max_matches]
+            vi, si = vi[keep], si[keep]
+        src, dst = vf.points[vi].astype(np.float64), index.points[si].astype(np.float64)
+        thr = cfg.ransac_px / index.feature_scale
+        best: _Candidate | None = None
+        for k in turns:
+            sides = linefit.assign_sides(runs, k)
+            if len(sides) < 2:
+                continue
+            line_src = [r.points for r in sides.values()]
+            line_dst = [linefit.side_line(sd, index.width, index.height) for sd in sides]
+            H, mask = linefit.ransac(src, dst, line_src, line_dst, thr, cfg.ransac_iters // 4)
+            if H is None:
+                continue
+            # guided: matches where H says they should be, then one refit on all of them
+            with np.errstate(divide="ignore", invalid="ignore"):  # points beyond H's horizon: no match
+                predicted = apply_h(H, vf.points)
+            gvi, gsi = guided_matches(vf.knn_idx, vf.knn_dist, predicted, index.points, cfg.guided_radius_px / index.feature_scale)
+            gsrc, gdst = vf.points[gvi].astype(np.float64), index.points[gsi].astype(np.float64)
+            if len(gsrc) > mask.sum():
+                H2, m2 = linefit.ransac(gsrc, gdst, line_src, line_dst, thr, cfg.ransac_iters // 4)
+                if H2 is not None and m2.sum() >= mask.sum():
+                    H, src_in, dst_in = H2, gsrc[m2], gdst[m2]
+                else:
+                    src_in, dst_in = src[mask], dst[mask]
+            else:
+                src_in, dst_in = src[mask], dst[mask]
+            c = _Candidate("edges+features", H=H, support=np.vstack([src_in] + line_src), targets=dst_in, inliers=len(src_in))
+            c.lines = (line_src, line_dst)
+            if best is None or c.inliers > best.inliers:
+                best = c
+        if best is None:
+            return None
+        need = linefit.matches_needed(len(best.lines[0]))
+        if best.inliers < need + cfg.edge_extra_inliers:
+            return best.fail("few-matches")
+        return best
+
     # -- judging ----------------------------------------------------------------------------
     def _judge(self, c: _Candidate, gray: np.ndarray, index: ScreenIndex) -> _Candidate:
         """Geometry, then how well the inliers pin down the centre, then photometry."""
@@ -245,7 +306,13 @@ class ScreenLocator:
         c.geo = geometry.check(c.H, (vw, vh), index.size, c.support, cfg)
         if c.geo.reason is not None:
             return c.fail("geometry", _GEOMETRY_HINTS[c.geo.reason])
-        if c.method != "outline":  # four corners around the centre pin it by construction
+        if c.method == "edges+features":
+            spread = linefit.centre_spread(c.support[: c.inliers], c.targets, *c.lines, ((vw - 1) / 2, (vh - 1) / 2))
+            if spread > cfg.max_centre_spread * math.hypot(*index.size):
+                return c.fail("geometry", HINT_MOVE_BACK)
+            if linefit.unseen_side_length(c.H, c.lines, (vw, vh), index.size) > cfg.edge_unseen_max * min(vw, vh):
+                return c.fail("geometry", HINT_NO_MATCH)
+        elif c.method != "outline":  # four corners around the centre pin it by construction
             spread = geometry.centre_spread(c.support, c.targets, ((vw - 1) / 2, (vh - 1) / 2))
             if spread > cfg.max_centre_spread * math.hypot(*index.size):
                 return c.fail("geometry", HINT_MOVE_BACK)
