@@ -1,6 +1,7 @@
 """Score arclip's locator against the screenpoint baseline on simulated phone photos.
 
     python -m benchmarks.locate [--quick] [--per-kind N] [--negatives N] [--workers W]
+    python -m benchmarks.locate --kind sparse[,text...] [--profile 30]   # some kinds; where our time goes
     python -m benchmarks.locate --write-jsonl DIR [--quick]      # files + pairs.jsonl for the CLI
     python -m benchmarks.locate --check DIR/results.jsonl        # score `arclip locate --pairs` output
 
@@ -11,10 +12,12 @@ process on the same decoded images, so their timings are comparable (decoding ex
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import math
 import multiprocessing as mp
 import os
+import pstats
 import statistics
 import sys
 import time
@@ -88,18 +91,21 @@ def _samples(all_cases: list[Case], workers: int):
             yield from batch
 
 
-def run(per_kind: int, negatives: int, workers: int, baseline: bool = True, verbose: bool = False) -> dict:
+def run(per_kind: int, negatives: int, workers: int, baseline: bool = True, verbose: bool = False,
+        kinds: list[str] | None = None, profile: cProfile.Profile | None = None) -> dict:
     locator = ScreenLocator()
     ours: dict[str, Tally] = defaultdict(Tally)
     base: dict[str, Tally] = defaultdict(Tally)
     index_ms: list[float] = []
     cold_ms: list[float] = []
     indexes: dict[tuple[str, int], ScreenIndex] = {}
-    all_cases = cases(per_kind, negatives)
+    all_cases = [c for c in cases(per_kind, negatives) if not kinds or c.kind in kinds]
     t_start = time.perf_counter()
     for s in _samples(all_cases, workers):
         key = (s.case.kind, s.case.screen_seed)
         cold = key not in indexes
+        if profile is not None:
+            profile.enable()
         if cold:
             indexes.clear()  # screens are consecutive: keep only the current one
             t0 = time.perf_counter()
@@ -108,6 +114,8 @@ def run(per_kind: int, negatives: int, workers: int, baseline: bool = True, verb
         t0 = time.perf_counter()
         loc = locator.locate(s.view, indexes[key])
         ms = 1000 * (time.perf_counter() - t0)
+        if profile is not None:
+            profile.disable()
         if cold:
             cold_ms.append(ms + index_ms[-1])
         o = score(s, loc.found, loc.x, loc.y, ms)
@@ -139,19 +147,23 @@ def _fmt(v: float, unit: str = "") -> str:
     return "   -" if math.isnan(v) else f"{v:5.1f}{unit}"
 
 
+def _ratio(a: float, b: float) -> str:
+    return "    -" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:4.2f}x"
+
+
 def report(res: dict) -> str:
     ours, base = res["ours"], res["base"]
     has_base = bool(base)
     lines = []
     head = f"{'kind':<22}{'n':>5} | {'ours ok%':>8} {'wrong%':>7} {'med px':>7} {'ms':>6}"
     if has_base:
-        head += f" | {'base ok%':>8} {'wrong%':>7} {'med px':>7} {'ms':>6}"
+        head += f" | {'base ok%':>8} {'wrong%':>7} {'med px':>7} {'ms':>6} | {'time':>5}"
     lines += [head, "-" * len(head)]
 
     def row(name: str, a: Tally, b: Tally | None) -> str:
         s = f"{name:<22}{a.n:>5} | {a.rate('ok'):8.1f} {a.rate('wrong'):7.1f} {_fmt(a.median_err()):>7} {_fmt(a.mean_ms()):>6}"
         if b is not None and has_base:
-            s += f" | {b.rate('ok'):8.1f} {b.rate('wrong'):7.1f} {_fmt(b.median_err()):>7} {_fmt(b.mean_ms()):>6}"
+            s += f" | {b.rate('ok'):8.1f} {b.rate('wrong'):7.1f} {_fmt(b.median_err()):>7} {_fmt(b.mean_ms()):>6} | {_ratio(a.mean_ms(), b.mean_ms())}"
         return s
 
     for k in KINDS:
@@ -173,6 +185,7 @@ def report(res: dict) -> str:
     n_pairs, n_screens = o_all.n, len(res["index_ms"])
     amortised = (sum(o.ms for o in o_all.outcomes) + sum(res["index_ms"])) / max(1, n_pairs)
     lines.append("")
+    lines.append("time: ours (index cached) / baseline, per pair")
     lines.append("ok: within 2% of the screen diagonal (positives) or 'not found' (negatives); wrong: found but off, or found at all on a negative")
     lines.append(f"time, ours: {o_all.mean_ms():.1f} ms/pair with the screen's index cached; index {idx:.1f} ms/screen; "
                  f"{cold:.1f} ms cold (index+locate); {amortised:.1f} ms/pair amortised over {n_pairs / max(1, n_screens):.1f} pairs/screen")
@@ -253,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write-jsonl", type=Path, metavar="DIR", help="write the pairs as files and pairs.jsonl, then exit")
     p.add_argument("--check", type=Path, metavar="RESULTS", help="score `arclip locate --pairs` output against DIR/truth.jsonl")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
+    p.add_argument("--kind", type=lambda v: [k for k in v.split(",") if k], default=None,
+                   help=f"only these kinds, comma-separated ({', '.join(KINDS)})")
+    p.add_argument("--profile", type=int, metavar="N", default=0, help="profile ours (index + locate) and print the top N functions")
     a = p.parse_args(argv)
+    if a.kind and set(a.kind) - set(KINDS):
+        p.error(f"unknown kind(s): {', '.join(sorted(set(a.kind) - set(KINDS)))}")
     per_kind = a.per_kind or (12 if a.quick else 50)
     negatives = a.negatives or (8 if a.quick else 30)
     if a.check:
@@ -261,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.write_jsonl:
         write_jsonl(a.write_jsonl, per_kind, negatives, a.workers)
         return 0
-    res = run(per_kind, negatives, a.workers, baseline=not a.no_baseline, verbose=a.verbose)
+    prof = cProfile.Profile() if a.profile else None
+    res = run(per_kind, negatives, a.workers, baseline=not a.no_baseline, verbose=a.verbose, kinds=a.kind, profile=prof)
     print(report(res))
+    if prof is not None:
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(a.profile)
     if a.json:
         summary = {
             side: {k: {"n": t.n, "ok": t.rate("ok"), "wrong": t.rate("wrong"), "median_err": t.median_err(), "ms": t.mean_ms()} for k, t in res[side].items()}

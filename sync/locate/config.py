@@ -14,6 +14,7 @@ class LocatorConfig:
     view_max_side: int = 512  # phone photo is downsized to this for SIFT (SIFT upsamples 2x itself)
     view_retry_side: int = 896  # a second, sharper look when the first almost worked (0: never)
     retry_min_inliers: int = 6  # "almost": this many inliers somewhere
+    retry_min_coarseness: float = 1.5  # ... and the first look this much coarser than the index
     view_max_features: int = 2500
     contrast_threshold: float = 0.03  # below OpenCV's 0.04: photos of screens are low-contrast
     ratio: float = 0.8  # Lowe's ratio test; geometry and photometry catch what it lets through
@@ -24,7 +25,7 @@ class LocatorConfig:
     knn: int = 6  # neighbours kept per view descriptor, for guided matching
     guided_radius_px: float = 8.0  # in index pixels
     # --- fiducials ------------------------------------------------------------------------
-    marker_max_side: int = 1024  # view is downsized to this to find markers
+    marker_max_side: int = 1024  # view is downsized to this to find markers (screen pictures: index_max_side)
     min_markers: int = 2
     # --- outline (last resort when features fail) --------------------------------------------
     use_outline: bool = True

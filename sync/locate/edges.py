@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import downsize
+from .outline import BrightRegion, bright_region
 
 # sides of the screen picture, in the order of their outward normals' angles (image axes, y down)
 RIGHT, BOTTOM, LEFT, TOP = 0, 1, 2, 3
@@ -39,21 +39,18 @@ class EdgeRun:
         return (int(round(self.angle_deg / 90.0)) - quarter_turns) % 4
 
 
-def find_screen_edges(gray: np.ndarray, max_side: int = 480, samples: int = 24) -> list[EdgeRun]:
+def find_screen_edges(gray: np.ndarray, max_side: int = 480, samples: int = 24, region: BrightRegion | None = None) -> list[EdgeRun]:
     """Straight sides of the bright screen region that are not the photo's own border.
 
     Why a convex hull of an Otsu mask: the screen is the brightest large thing in the photo and its
     part inside the photo is convex; objects on the canvas and glare inside it do not matter.
+    `region`: `outline.bright_region(gray, max_side)`, when known.
     """
-    small, f = downsize(gray, max_side)
-    h, w = small.shape[:2]
-    blur = cv2.GaussianBlur(small, (5, 5), 0)
-    _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    region = region or bright_region(gray, max_side)
+    blur, f, cnt = region.blur, region.f, region.contour
+    w, h = region.size
+    if cnt is None:
         return []
-    cnt = max(contours, key=cv2.contourArea)
     if cv2.contourArea(cnt) < 0.1 * w * h:
         return []
     pts = cnt.reshape(-1, 2).astype(np.float64)

@@ -90,28 +90,34 @@ def apply_pattern(canvas: np.ndarray) -> np.ndarray:
     return np.where(alpha, pattern[..., :3], canvas).astype(np.uint8)
 
 
-def _detector() -> cv2.aruco.ArucoDetector:
+def _detector(crisp: bool = False) -> cv2.aruco.ArucoDetector:
     params = cv2.aruco.DetectorParameters()
     params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
     params.minMarkerPerimeterRate = 0.02  # far-away phones see small markers
     params.adaptiveThreshWinSizeMin = 5
     params.adaptiveThreshWinSizeMax = 35
     params.adaptiveThreshWinSizeStep = 10
+    if crisp:
+        # a screen picture, not a photo: sharp, evenly lit black on white, markers at least 42 px
+        # (`pattern_layout`). Two threshold windows find them as well as four (half the time).
+        params.adaptiveThreshWinSizeMin = 15
+        params.adaptiveThreshWinSizeMax = 25
     return cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(DICTIONARY), params)
 
 
-def detect_markers(gray: np.ndarray, max_side: int | None = None) -> dict[int, np.ndarray]:
+def detect_markers(gray: np.ndarray, max_side: int | None = None, crisp: bool = False) -> dict[int, np.ndarray]:
     """Markers found in a grey image: id -> (4, 2) float32 corners in that image's pixels.
 
     An id seen twice is ambiguous and dropped. `max_side` downsizes first (speed); corners are
-    returned in the input's pixels either way.
+    returned in the input's pixels either way. `crisp`: the image is a screen picture rather than
+    a photo (a quicker search).
     """
     scale = 1.0
     img = gray
     if max_side is not None and max(gray.shape[:2]) > max_side:
         scale = max_side / max(gray.shape[:2])
         img = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    corners, ids, _ = _detector().detectMarkers(img)
+    corners, ids, _ = _detector(crisp).detectMarkers(img)
     found: dict[int, np.ndarray] = {}
     if ids is None:
         return found
@@ -125,3 +131,44 @@ def detect_markers(gray: np.ndarray, max_side: int | None = None) -> dict[int, n
         # back to input pixels (pixel-centre convention: x_in = (x + 0.5) / s - 0.5)
         found[i] = ((c.reshape(4, 2) + 0.5) / scale - 0.5).astype(np.float32)
     return found
+
+
+def screen_markers(gray: np.ndarray, small: np.ndarray, f: float, fallback_side: int) -> dict[int, np.ndarray]:
+    """Markers in a screen picture: id -> (4, 2) float32 corners in `gray`'s pixels.
+
+    A screen picture is crisp, so its markers are found in `small` (gray downsized by f, the copy
+    the index describes anyway: no resize of its own) and their corners then refined on `gray`
+    itself, which places them better than a search at any intermediate size. Where `small` is
+    too coarse for the standard pattern's markers (a very wide picture), or shows some of them but
+    not all, the search runs at `fallback_side` instead.
+    """
+    if f >= 1.0:
+        return detect_markers(gray, None, crisp=True)
+    try:
+        layout = pattern_layout(gray.shape[1], gray.shape[0])
+    except ValueError:
+        layout = []
+    coarse = max(small.shape[:2]) < fallback_side
+    if coarse and layout and layout[0].size * f < _MIN_SMALL_MARKER_PX:
+        found = detect_markers(gray, fallback_side, crisp=True)
+    else:
+        found = detect_markers(small, None, crisp=True)
+        found = {i: ((c + 0.5) / f - 0.5).astype(np.float32) for i, c in found.items()}  # to gray's px
+        if coarse and found and len(found) < len(layout):
+            found = detect_markers(gray, fallback_side, crisp=True)
+    return {i: _refine_corners(gray, c) for i, c in found.items()}
+
+
+_MIN_SMALL_MARKER_PX = 28  # 4 px per module: smaller, and a search at a smaller size may miss some
+
+
+def _refine_corners(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """One marker's corners to sub-pixel accuracy at full resolution; unchanged if it drifts."""
+    side = float(np.mean(np.linalg.norm(corners - np.roll(corners, 1, axis=0), axis=1)))
+    win = int(min(5, max(2, side / MARKER_MODULES / 2)))  # inside one module and the quiet zone
+    pts = corners.reshape(-1, 1, 2).copy()
+    cv2.cornerSubPix(gray, pts, (win, win), (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.01))
+    refined = pts.reshape(4, 2)
+    if not np.all(np.isfinite(refined)) or float(np.abs(refined - corners).max()) > win:
+        return corners
+    return refined.astype(np.float32)

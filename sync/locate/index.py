@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import LocatorConfig
 from .features import DescriptorTree, sift_features
-from .fiducials import apply_pattern, detect_markers, pattern_layout
+from .fiducials import apply_pattern, pattern_layout, screen_markers
 from .imaging import apply_h, downsize, scale_mat, to_gray
 
 
@@ -37,15 +37,16 @@ class ScreenIndex:
         gray = to_gray(screen)
         self.height, self.width = gray.shape[:2]
 
+        small, f = downsize(gray, self.config.index_max_side)
         self.markers: dict[int, np.ndarray] = {}
         if fiducials is not False:
-            self.markers = detect_markers(gray, self.config.marker_max_side)
+            self.markers = screen_markers(gray, small, f, self.config.marker_max_side)
             if fiducials and not self.markers:
                 # the pattern is on screen but not in the picture: put it where the companion draws it
                 self.markers = {m.id: m.corners() for m in pattern_layout(self.width, self.height)}
                 gray = to_gray(apply_pattern(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)))
+                small, f = downsize(gray, self.config.index_max_side)
 
-        small, f = downsize(gray, self.config.index_max_side)
         if int(small.max()) - int(small.min()) < 4:  # a blank picture: nothing to describe
             pts, self.descriptors = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
         else:

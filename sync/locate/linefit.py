@@ -101,19 +101,19 @@ def refine(
     if abs(G[2, 2]) < 1e-12:
         return None
     h = (G / G[2, 2]).ravel()[:8].copy()
-    ps = apply_h(T, src)
-    lines = [(apply_h(T, p), np.asarray(l, np.float64) / float(np.linalg.norm(l[:2])), math.sqrt(_LINE_POINTS / len(p))) for p, l in zip(line_src, line_dst)]
+    prob = _Problem(apply_h(T, allv), len(src), dst, line_src, line_dst)
     lam = 1e-3
+    r = prob.residuals(h)
+    if r is None:
+        return None
     for _ in range(iters):
-        r, J = _residuals(h, ps, dst, lines)
-        if r is None:
-            return None
+        J = prob.jacobian(h)
         JtJ, Jtr = J.T @ J, J.T @ r
         step = np.linalg.solve(JtJ + lam * np.diag(np.diag(JtJ) + 1e-9), -Jtr)
         h2 = h + step
-        r2, _ = _residuals(h2, ps, dst, lines)
+        r2 = prob.residuals(h2)
         if r2 is not None and float(r2 @ r2) <= float(r @ r):
-            h, lam = h2, lam * 0.3
+            h, r, lam = h2, r2, lam * 0.3
             if np.linalg.norm(step) < 1e-10 * (np.linalg.norm(h) + 1e-12):
                 break
         else:
@@ -125,37 +125,73 @@ def refine(
     return out / out[2, 2]
 
 
-def _residuals(h: np.ndarray, ps: np.ndarray, dst: np.ndarray, lines: list) -> tuple[np.ndarray | None, np.ndarray]:
-    """Residuals and their Jacobian wrt the 8 parameters (row-major H, h33 = 1)."""
-    res, jac = [], []
+class _Problem:
+    """The residuals of `refine` and their Jacobian wrt the 8 parameters (row-major H, h33 = 1),
+    all points in one array: the matches' two residuals each (u, then v), then each side's samples
+    (one residual each: the weighted distance to the side's line)."""
 
-    def proj(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        x, y = p[:, 0], p[:, 1]
+    def __init__(self, pts: np.ndarray, n_match: int, dst: np.ndarray, line_src: list[np.ndarray], line_dst: list[np.ndarray]) -> None:
+        self.x, self.y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+        self.m = n_match
+        self.dst = dst
+        # groups whose points must all lie on one side of H's horizon: the matches, each side
+        sizes = ([n_match] if n_match else []) + [len(p) for p in line_src]
+        self.starts = np.cumsum([0] + sizes[:-1])
+        self.sizes = np.asarray(sizes)
+        coef = []
+        for p, l in zip(line_src, line_dst):
+            a, b, c = np.asarray(l, np.float64) / float(np.linalg.norm(l[:2]))
+            w = math.sqrt(_LINE_POINTS / len(p))
+            coef.append(np.tile([w * a, w * b, w * c], (len(p), 1)))
+        k = np.vstack(coef) if coef else np.zeros((0, 3))
+        self.wa, self.wb, self.wc = k[:, 0], k[:, 1], k[:, 2]
+        self._last: tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None] | None = None
+
+    def _project(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if self._last is not None and self._last[0] is h:
+            return self._last[1]  # the Jacobian right after the residuals, at the same h
+        out = self._project_new(h)
+        self._last = (h, out)
+        return out
+
+    def _project_new(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        x, y = self.x, self.y
         s = h[6] * x + h[7] * y + 1.0
-        if np.any(np.abs(s) < 1e-9) or not (np.all(s > 0) or np.all(s < 0)):
+        if np.any(np.abs(s) < 1e-9):
             return None
+        pos = np.add.reduceat((s > 0).astype(np.int64), self.starts) if len(self.starts) else np.zeros(0)
+        if np.any((pos != 0) & (pos != self.sizes)):
+            return None  # a group straddles the horizon
         u = (h[0] * x + h[1] * y + h[2]) / s
         v = (h[3] * x + h[4] * y + h[5]) / s
-        one, zero = np.ones_like(x), np.zeros_like(x)
-        du = np.stack([x / s, y / s, one / s, zero, zero, zero, -u * x / s, -u * y / s], 1)
-        dv = np.stack([zero, zero, zero, x / s, y / s, one / s, -v * x / s, -v * y / s], 1)
-        return u, v, du, dv
+        return u, v, s
 
-    if len(ps):
-        pr = proj(ps)
+    def residuals(self, h: np.ndarray) -> np.ndarray | None:
+        pr = self._project(h)
         if pr is None:
-            return None, np.zeros((0, 8))
-        u, v, du, dv = pr
-        res += [u - dst[:, 0], v - dst[:, 1]]
-        jac += [du, dv]
-    for p, (a, b, c), w in lines:
-        pr = proj(p)
-        if pr is None:
-            return None, np.zeros((0, 8))
-        u, v, du, dv = pr
-        res.append(w * (a * u + b * v + c))
-        jac.append(w * (a * du + b * dv))
-    return np.concatenate(res), np.vstack(jac)
+            return None
+        u, v, _ = pr
+        m = self.m
+        return np.concatenate([u[:m] - self.dst[:, 0], v[:m] - self.dst[:, 1], self.wa * u[m:] + self.wb * v[m:] + self.wc])
+
+    def jacobian(self, h: np.ndarray) -> np.ndarray:
+        u, v, s = self._project(h)  # type: ignore[misc]  # h passed `residuals` already
+        m, n = self.m, len(s)
+        xs, ys, inv = self.x / s, self.y / s, 1.0 / s
+        J = np.zeros((m + n, 8))
+        # matches: rows 0..m-1 for u, m..2m-1 for v
+        J[:m, 0], J[:m, 1], J[:m, 2] = xs[:m], ys[:m], inv[:m]
+        J[:m, 6], J[:m, 7] = -u[:m] * xs[:m], -u[:m] * ys[:m]
+        J[m : 2 * m, 3], J[m : 2 * m, 4], J[m : 2 * m, 5] = xs[:m], ys[:m], inv[:m]
+        J[m : 2 * m, 6], J[m : 2 * m, 7] = -v[:m] * xs[:m], -v[:m] * ys[:m]
+        # sides: w (a du + b dv)
+        a, b = self.wa, self.wb
+        L = J[2 * m :]
+        L[:, 0], L[:, 1], L[:, 2] = a * xs[m:], a * ys[m:], a * inv[m:]
+        L[:, 3], L[:, 4], L[:, 5] = b * xs[m:], b * ys[m:], b * inv[m:]
+        t = a * u[m:] + b * v[m:]
+        L[:, 6], L[:, 7] = -t * xs[m:], -t * ys[m:]
+        return J
 
 
 def solve(src: np.ndarray, dst: np.ndarray, line_src: list[np.ndarray], line_dst: list[np.ndarray]) -> np.ndarray | None:
@@ -202,6 +238,7 @@ def ransac(
         count = int((np.linalg.norm(apply_h(A, src) - dst, axis=1) < 4 * thr).sum()) if n else 0
         scored.append((count, -t))
     best_H, best_mask = None, none
+    refits: dict[bytes, np.ndarray | None] = {}  # consensus -> its fit: samples often share one
     for _, t in sorted(scored, reverse=True)[:_REFINED]:
         sel = trials[-t]
         H = solve(src[sel], dst[sel], line_src, line_dst)
@@ -213,7 +250,10 @@ def ransac(
             if new.sum() < need or np.array_equal(new, mask):
                 break
             mask = new
-            H = solve(src[mask], dst[mask], line_src, line_dst)
+            key = mask.tobytes()
+            if key not in refits:
+                refits[key] = solve(src[mask], dst[mask], line_src, line_dst)
+            H = refits[key]
         if H is not None and mask.sum() >= need and (best_H is None or mask.sum() > best_mask.sum()):
             best_H, best_mask = H, mask
     if best_H is None:

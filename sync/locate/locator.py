@@ -24,7 +24,7 @@ from .fiducials import detect_markers
 from .imaging import apply_h, downsize, scale_mat, to_gray
 from .index import IndexCache, ScreenIndex
 from .io import read_image
-from .outline import find_screen_quad, screen_corners
+from .outline import BrightRegion, bright_region, find_screen_quad, screen_corners
 from .result import (
     HINT_AIM_AT_CANVAS,
     HINT_BAD_IMAGE,
@@ -37,7 +37,7 @@ from .result import (
     HINT_NOT_IN_VIEW,
     Location,
 )
-from .verify import Verdict, verify
+from .verify import SmallView, Verdict, small_view, verify
 
 # how far each way of failing got: the furthest one decides the hint
 _STAGE = {"pending": 0, "no-data": 0, "few-matches": 1, "geometry": 2, "photometry": 3, "accepted": 4}
@@ -84,6 +84,30 @@ class _ViewFeatures:
     knn_dist: np.ndarray  # (N, k) squared distances
 
 
+class _Photo:
+    """The photo, grey, and what several steps derive from it: each computed once, when first needed."""
+
+    def __init__(self, gray: np.ndarray, config: LocatorConfig) -> None:
+        self.gray = gray
+        self._config = config
+        self._region: BrightRegion | None = None
+        self._small: SmallView | None = None
+
+    @property
+    def region(self) -> BrightRegion:
+        """The bright region both the outline and the sides start from."""
+        if self._region is None:
+            self._region = bright_region(self.gray)
+        return self._region
+
+    @property
+    def small(self) -> SmallView:
+        """The photo's side of the photometric check."""
+        if self._small is None:
+            self._small = small_view(self.gray, self._config)
+        return self._small
+
+
 class ScreenLocator:
     """Stateless apart from its configuration; safe to share between threads."""
 
@@ -103,7 +127,7 @@ class ScreenLocator:
         # work on at most a couple of megapixels: every step below downsizes further anyway, and
         # the answer (a screen point) does not depend on the photo's resolution
         gray, f = downsize(to_gray(view_bgr), self.config.work_max_side)
-        if float(gray.std()) < 2.0:
+        if float(cv2.meanStdDev(gray)[1][0, 0]) < 2.0:  # numpy's std would convert to float64 first
             return Location.not_found(HINT_BAD_IMAGE)
         loc = self._locate(gray, index)
         if loc.found and loc.scale is not None and f != 1.0:
@@ -111,20 +135,21 @@ class ScreenLocator:
         return loc
 
     def _locate(self, gray: np.ndarray, index: ScreenIndex) -> Location:
-
+        photo = _Photo(gray, self.config)
         cands: list[_Candidate] = []
         if index.has_markers:
-            cands.append(self._judge(self._from_markers(gray, index), gray, index))
+            cands.append(self._judge(self._from_markers(gray, index), photo, index))
         screen_seen = False
         if not any(c.ok for c in cands):  # markers that check out are exact: no need for more
-            screen_seen = self._features_then_outline(gray, index, cands)
+            screen_seen = self._features_then_outline(photo, index, cands)
         return self._decide(cands, gray, index, screen_seen)
 
-    def _features_then_outline(self, gray: np.ndarray, index: ScreenIndex, cands: list[_Candidate]) -> bool:
+    def _features_then_outline(self, photo: _Photo, index: ScreenIndex, cands: list[_Candidate]) -> bool:
         """Features at a modest resolution, then the screen's outline (sparse canvases); once
         more with a sharper look if that almost worked (small text, far screens). Appends to
         `cands`; returns whether a whole screen was seen in the photo."""
         cfg = self.config
+        gray = photo.gray
         sides = [cfg.view_max_side]
         if cfg.view_retry_side > 1.25 * cfg.view_max_side and max(gray.shape) > 1.25 * cfg.view_max_side:
             sides.append(cfg.view_retry_side)
@@ -132,30 +157,52 @@ class ScreenLocator:
         runs: list[EdgeRun] | None = None
         looked = False
         for n, side in enumerate(sides):
-            if n and not any(c.inliers >= cfg.retry_min_inliers for c in cands):
-                break  # nothing promising at the first look: a sharper one rarely helps
+            if n and not any(self._sharper_may_help(c, gray, index, sides[0]) for c in cands):
+                break  # nothing promising at the first look, or nothing a sharper look would add
             vf = self._view_features(gray, index, side) if index.has_features else None
             if vf is not None:
-                cands.append(self._judge(self._from_features(vf, index), gray, index))
+                cands.append(self._judge(self._from_features(vf, index), photo, index))
                 if cands[-1].ok:
                     break
             if cfg.use_outline:
                 if not looked:
-                    quad, looked = find_screen_quad(gray), True
+                    quad, looked = find_screen_quad(gray, region=photo.region), True
                 oc = self._from_outline(quad, gray, index, vf)
                 if oc is not None:
-                    cands.append(self._judge(oc, gray, index))
+                    cands.append(self._judge(oc, photo, index))
                     if cands[-1].ok:
                         break
             if cfg.use_edges and vf is not None and quad is None:
                 if runs is None:
-                    runs = find_screen_edges(gray)
+                    runs = find_screen_edges(gray, region=photo.region)
                 ec = self._from_edges(runs, gray, index, vf)
                 if ec is not None:
-                    cands.append(self._judge(ec, gray, index))
+                    cands.append(self._judge(ec, photo, index))
                     if cands[-1].ok:
                         break
         return quad is not None
+
+    def _sharper_may_help(self, c: _Candidate, gray: np.ndarray, index: ScreenIndex, side: int) -> bool:
+        """Did candidate c almost work, and was the look at `side` px coarser than the screen's
+        index? Only then can a sharper look find matches the first could not: where the photo
+        already resolves the screen as finely as the index does, more photo pixels add detail the
+        index does not have (and cost three times the first look)."""
+        cfg = self.config
+        if c.inliers < cfg.retry_min_inliers:
+            return False
+        if c.H is None:
+            return True
+        vh, vw = gray.shape[:2]
+        with np.errstate(all="ignore"):
+            det = float(np.linalg.det(geometry.jacobian(c.H, (vw - 1) / 2, (vh - 1) / 2)))
+        if not math.isfinite(det) or det <= 0:
+            return False  # mirrored or collapsed at the centre: no photo of a screen looks so
+        scale = math.sqrt(det)  # screen px per photo px
+        if scale * max(vw, vh) / max(index.size) > cfg.max_coverage:
+            return False  # farther than any accepted photo: nor is this one
+        # index px per px of the first look, at the photo's centre
+        coarseness = scale * index.feature_scale * max(vw, vh) / min(side, max(vw, vh))
+        return coarseness >= cfg.retry_min_coarseness
 
     # -- candidates -------------------------------------------------------------------------
     def _view_features(self, gray: np.ndarray, index: ScreenIndex, side: int) -> _ViewFeatures | None:
@@ -297,12 +344,12 @@ class ScreenLocator:
         return best
 
     # -- judging ----------------------------------------------------------------------------
-    def _judge(self, c: _Candidate, gray: np.ndarray, index: ScreenIndex) -> _Candidate:
+    def _judge(self, c: _Candidate, photo: _Photo, index: ScreenIndex) -> _Candidate:
         """Geometry, then how well the inliers pin down the centre, then photometry."""
         if c.stage != "pending" or c.H is None:
             return c
         cfg = self.config
-        vh, vw = gray.shape[:2]
+        vh, vw = photo.gray.shape[:2]
         c.geo = geometry.check(c.H, (vw, vh), index.size, c.support, cfg)
         if c.geo.reason is not None:
             return c.fail("geometry", _GEOMETRY_HINTS[c.geo.reason])
@@ -316,7 +363,7 @@ class ScreenLocator:
             spread = geometry.centre_spread(c.support, c.targets, ((vw - 1) / 2, (vh - 1) / 2))
             if spread > cfg.max_centre_spread * math.hypot(*index.size):
                 return c.fail("geometry", HINT_MOVE_BACK)
-        c.verdict = verify(gray, c.H, index, cfg)
+        c.verdict = verify(photo.small, c.H, index, cfg)
         v = c.verdict
         if v.ncc < cfg.min_ncc or (not math.isnan(v.ncc_centre) and v.ncc_centre < cfg.min_ncc_centre):
             return c.fail("photometry", HINT_NO_MATCH)

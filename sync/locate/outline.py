@@ -8,25 +8,47 @@ whole screen, so a homography from the outline must still pass the same checks a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from .imaging import apply_h, downsize, scale_mat
 
 
-def find_screen_quad(gray: np.ndarray, max_side: int = 480) -> np.ndarray | None:
-    """Corners (4, 2) of the largest bright convex quadrilateral fully inside the photo, in the
-    photo's pixels, ordered by angle around their centre (TL, TR, BR, BL for an upright screen);
-    None when there is no such quad."""
+@dataclass(frozen=True)
+class BrightRegion:
+    """The photo's largest bright region (the screen, if one is in view), found once per photo
+    for both the whole outline and the visible sides."""
+
+    blur: np.ndarray  # the photo downsized by f, blurred
+    f: float
+    contour: np.ndarray | None  # its outer contour, in blur's pixels
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.blur.shape[1], self.blur.shape[0]
+
+
+def bright_region(gray: np.ndarray, max_side: int = 480) -> BrightRegion:
+    """Otsu's threshold on a small blurred copy, opened; the largest outer contour."""
     small, f = downsize(gray, max_side)
-    h, w = small.shape[:2]
     blur = cv2.GaussianBlur(small, (5, 5), 0)
     _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    return BrightRegion(blur, f, max(contours, key=cv2.contourArea) if contours else None)
+
+
+def find_screen_quad(gray: np.ndarray, max_side: int = 480, region: BrightRegion | None = None) -> np.ndarray | None:
+    """Corners (4, 2) of the largest bright convex quadrilateral fully inside the photo, in the
+    photo's pixels, ordered by angle around their centre (TL, TR, BR, BL for an upright screen);
+    None when there is no such quad. `region`: `bright_region(gray, max_side)`, when known."""
+    region = region or bright_region(gray, max_side)
+    f, cnt = region.f, region.contour
+    w, h = region.size
+    if cnt is None:
         return None
-    cnt = max(contours, key=cv2.contourArea)
     area = cv2.contourArea(cnt)
     if not 0.04 * w * h <= area <= 0.9 * w * h:
         return None

@@ -46,9 +46,29 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float((av * bv).sum() / den) if den > 1e-6 else 0.0
 
 
-def verify(view_gray: np.ndarray, H: np.ndarray, index: ScreenIndex, config: LocatorConfig) -> Verdict:
-    """Score H (full view px -> screen px) against the photo."""
+@dataclass(frozen=True)
+class SmallView:
+    """The photo's side of the comparison, which does not depend on H: computed once per photo."""
+
+    small: np.ndarray  # the photo downsized by f
+    f: float
+    bandpassed: np.ndarray
+    disc: np.ndarray  # the middle of the view (bool)
+
+
+def small_view(view_gray: np.ndarray, config: LocatorConfig) -> SmallView:
     small, f = downsize(view_gray, config.verify_max_side)
+    sh, sw = small.shape[:2]
+    yy, xx = np.ogrid[0:sh, 0:sw]
+    r = 0.22 * np.hypot(sw, sh)
+    disc = (xx - (sw - 1) / 2) ** 2 + (yy - (sh - 1) / 2) ** 2 <= r * r
+    return SmallView(small, f, _bandpass(small), disc)
+
+
+def verify(view_gray: np.ndarray | SmallView, H: np.ndarray, index: ScreenIndex, config: LocatorConfig) -> Verdict:
+    """Score H (full view px -> screen px) against the photo (or its `small_view`)."""
+    sv = view_gray if isinstance(view_gray, SmallView) else small_view(view_gray, config)
+    small, f = sv.small, sv.f
     sh, sw = small.shape[:2]
     # small view px -> screen px, and its local scale at the centre (screen px per small px)
     H_small = H @ np.linalg.inv(scale_mat(f))
@@ -66,9 +86,7 @@ def verify(view_gray: np.ndarray, H: np.ndarray, index: ScreenIndex, config: Loc
     # drop a rim where the band-pass sees the screen's edge rather than its content
     inside = cv2.erode(inside, np.ones((9, 9), np.uint8)) > 0
     overlap = float(inside.mean())
-    a, b = _bandpass(small), _bandpass(warped)
-    yy, xx = np.ogrid[0:sh, 0:sw]
-    r = 0.22 * np.hypot(sw, sh)
-    centre = ((xx - (sw - 1) / 2) ** 2 + (yy - (sh - 1) / 2) ** 2 <= r * r) & inside
+    a, b = sv.bandpassed, _bandpass(warped)
+    centre = sv.disc & inside
     ncc = _ncc(a, b, inside)
     return Verdict(ncc=0.0 if math.isnan(ncc) else ncc, ncc_centre=_ncc(a, b, centre), overlap=overlap)

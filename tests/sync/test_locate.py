@@ -207,6 +207,86 @@ def test_render_pattern_matches_its_layout():
         assert pattern[y + 1, x + 1, 3] == 255 and pattern[y + 1, x + 1, 0] == 0  # black border, opaque
 
 
+@pytest.mark.parametrize("w,h", [(1440, 900), (1920, 1080), (800, 600), (3840, 2160), (4000, 1000)])
+def test_screen_picture_markers_are_found_with_subpixel_corners(w, h):
+    """The index looks for markers in its small copy (wide pictures: a larger one) and refines
+    their corners on the picture itself."""
+    shown = apply_pattern(blank(w, h))
+    idx = ScreenIndex(shown)
+    layout = {m.id: m.corners() for m in pattern_layout(w, h)}
+    assert set(idx.markers) == set(layout)
+    err = max(float(np.abs(idx.markers[i] - layout[i]).max()) for i in layout)
+    assert err < 0.15
+
+
+def test_picture_without_the_pattern_has_no_markers(screen):
+    assert ScreenIndex(screen).markers == {}
+
+
+# -- only the work that can pay ----------------------------------------------------------------
+
+
+def _candidate_at_scale(scale: float, inliers: int = 12):
+    from sync.locate.locator import _Candidate
+
+    H = np.array([[scale, 0.0, 10.0], [0.0, scale, 20.0], [0.0, 0.0, 1.0]])
+    return _Candidate("features", H=H, inliers=inliers, stage="geometry")
+
+
+def test_sharper_look_only_where_the_first_was_coarser_than_the_index(locator, index):
+    """A second, sharper SIFT pass costs three first ones; it can only find more where the first
+    look resolved the screen less finely than the index does (a far screen)."""
+    gray = np.zeros((1080, 1440), np.uint8)
+    side = locator.config.view_max_side
+    # index px per first-look px: scale * feature_scale * 1440 / side
+    per = index.feature_scale * 1440 / side
+    far = _candidate_at_scale(1.2 * locator.config.retry_min_coarseness / per)
+    near = _candidate_at_scale(0.8 * locator.config.retry_min_coarseness / per)
+    assert locator._sharper_may_help(far, gray, index, side)
+    assert not locator._sharper_may_help(near, gray, index, side)
+    assert not locator._sharper_may_help(_candidate_at_scale(far.H[0, 0], inliers=3), gray, index, side)
+    mirrored = _candidate_at_scale(far.H[0, 0])
+    mirrored.H = mirrored.H @ np.diag([-1.0, 1.0, 1.0])
+    assert not locator._sharper_may_help(mirrored, gray, index, side)
+
+
+def test_far_small_screen_still_gets_the_sharper_look(locator, screen, index, monkeypatch):
+    """End to end: a far shot takes the second look; a near one does not."""
+    from sync.locate import locator as locator_module
+
+    sides: list[int] = []
+    real = locator_module.ScreenLocator._view_features
+
+    def spy(self, gray, idx, side):
+        sides.append(side)
+        return real(self, gray, idx, side)
+
+    monkeypatch.setattr(locator_module.ScreenLocator, "_view_features", spy)
+    H = camera_h(screen.shape[1], (640, 400), 35, 0, 0, 0)
+    assert locator.locate(photograph(screen, H), index).found
+    assert sides == [locator.config.view_max_side]
+
+
+def test_photo_steps_shared_within_a_photo_give_the_same_answers(index):
+    """The bright region (outline and sides) and the photo's half of the photometric check are
+    computed once per photo; reusing them changes nothing."""
+    from sync.locate.edges import find_screen_edges
+    from sync.locate.outline import bright_region, find_screen_quad
+    from sync.locate.verify import small_view, verify
+
+    screen = blank()
+    cv2.circle(screen, (500, 350), 120, (40, 90, 200), -1)
+    H = camera_h(screen.shape[1], (640, 400), 60, 10, -5, 3)
+    gray = cv2.cvtColor(photograph(screen, H), cv2.COLOR_BGR2GRAY)
+    region = bright_region(gray)
+    quad = find_screen_quad(gray)
+    assert quad is not None and np.array_equal(quad, find_screen_quad(gray, region=region))
+    a, b = find_screen_edges(gray), find_screen_edges(gray, region=region)
+    assert [r.points.tolist() for r in a] == [r.points.tolist() for r in b]
+    Hv = np.linalg.inv(H)
+    assert verify(gray, Hv, index, index.config) == verify(small_view(gray, index.config), Hv, index, index.config)
+
+
 # -- caching and files -------------------------------------------------------------------------
 
 

@@ -146,3 +146,20 @@ def test_sides_without_matching_content_are_declined(locator, canvas):
     H = _corner_shot(canvas)
     loc = locator.locate(photograph(shown, H), locator.index(canvas))
     assert not loc.found and loc.hint
+
+
+@pytest.mark.parametrize("n_sides,n_matches", [(1, 3), (2, 3), (3, 1), (0, 4), (3, 6)])
+def test_sides_and_matches_fit_exactly_on_clean_data(n_sides, n_matches):
+    """The Gauss-Newton refinement (all residuals in one pass) lands on the true homography."""
+    H = camera_h(1440, (200, 700), 22, 12, -8, 6)
+    Hi = np.linalg.inv(H)
+    sides = [LEFT, BOTTOM, TOP][:n_sides]
+    ends = {LEFT: ([-0.5, 300.0], [-0.5, 899.5]), BOTTOM: ([-0.5, 899.5], [700.0, 899.5]), TOP: ([-0.5, -0.5], [500.0, -0.5])}
+    line_src = [apply_h(H, np.linspace(*map(np.array, ends[s]), 16)) for s in sides]
+    line_dst = [side_line(s, 1440, 900) for s in sides]
+    dst = np.array([[300.0, 600.0], [420.0, 760.0], [250.0, 820.0], [520.0, 640.0], [150.0, 500.0], [600.0, 850.0]])[:n_matches]
+    got = solve(apply_h(H, dst), dst, line_src, line_dst)
+    assert got is not None
+    probe = np.array([[200.0, 700.0], [50.0, 880.0], [700.0, 400.0]])
+    assert np.abs(apply_h(got, apply_h(H, probe)) - probe).max() < 0.05
+    assert np.allclose(apply_h(got, apply_h(H, probe)), apply_h(Hi, apply_h(H, probe)), atol=0.05)
