@@ -12,15 +12,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from segmentation import ClipEngine, EngineConfig, OnnxModel, SegmentationModel, resolve_model
+from segmentation import (
+    ClipEngine,
+    EngineConfig,
+    OnnxModel,
+    SegmentationModel,
+    resolve_model,
+)
 from segmentation.decode import ImageLimits
+from segmentation.passes import choose_passes
 
 from .assets import start_assets
 from .database import create_database, create_schema, session_factory
 from .errors import install_error_handlers
 from .live import start_live_sync
 from .metering import start_billing
-from .middleware import BodyLimitMiddleware, RateLimitHeadersMiddleware, RequestIdMiddleware
+from .middleware import (
+    BodyLimitMiddleware,
+    RateLimitHeadersMiddleware,
+    RequestIdMiddleware,
+)
 from .routes import account, captures, clients, clip, health, pairing, stripe_webhook
 from .services import Services
 from .settings import Settings
@@ -45,10 +56,19 @@ def build_model(settings: Settings) -> OnnxModel:
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
         max_batch=settings.max_batch_size or default_batch,
+        precision=settings.model_precision,
+        # Derived graphs (int8) are rebuilt from the model file when missing: state, not config.
+        derived_dir=settings.model_cache_dir or settings.data_dir / "models",
     )
 
 
-def engine_config(settings: Settings) -> EngineConfig:
+def build_engine(settings: Settings, model: SegmentationModel | None = None) -> ClipEngine:
+    """The clipping engine as ``arclip serve`` runs it (``model`` replaces the ONNX one)."""
+    model = model or build_model(settings)
+    return ClipEngine(model, engine_config(settings, model))
+
+
+def engine_config(settings: Settings, model: SegmentationModel) -> EngineConfig:
     return EngineConfig(
         limits=ImageLimits(
             max_bytes=settings.max_upload_bytes,
@@ -59,6 +79,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_queue=max(1, settings.max_queue),
         max_batch=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000.0,
+        extra_passes=choose_passes(settings.extra_passes, model.provider),
     )
 
 
@@ -73,9 +94,12 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
         try:
             await create_schema(database)
             sessions = session_factory(database)
-            clipper = ClipEngine(model or build_model(settings), engine_config(settings))
+            clipper = build_engine(settings, model)
             await clipper.start()
-            log.info("clipping with %s", clipper.model.provider)
+            log.info(
+                "clipping with %s (%s), extra passes: %s", clipper.model.provider,
+                getattr(clipper.model, "precision", "fp32"), ",".join(clipper.config.extra_passes) or "none",
+            )
             live_sync = await start_live_sync(settings, sessions)
             asset_stack = start_assets(settings, sessions, clipper, live_sync.hub, live_sync.pairings)
             # A device whose missed messages were trimmed gets the pairing's clips in its resync.

@@ -11,9 +11,9 @@ from typing import IO, Any
 import typer
 
 from billing import AccountService, ApiKeyService
-from segmentation import ClipEngine, ClipOptions, InputError
+from segmentation import ClipOptions, InputError
 
-from .app import build_model, engine_config
+from .app import build_engine, build_model
 from .database import create_database, create_schema, session_factory
 from .metering import catalogue
 from .settings import Settings
@@ -68,8 +68,8 @@ async def clip_files(
     targets = _output_paths(inputs, output, parsed.format)
     if model:
         settings = settings.model_copy(update={"model": model})
-    config = engine_config(settings)
-    engine = ClipEngine(build_model(settings), config)
+    engine = build_engine(settings, build_model(settings))
+    config = engine.config
     await engine.start()
     failures = 0
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,9 +25,22 @@ class Settings(BaseSettings):
     # Execution: "cuda", "cpu", or an explicit provider list; unset picks the best available.
     providers: str | None = None
     intra_op_threads: int | None = None
+    model_precision: Literal["auto", "fp32", "int8"] = Field(
+        default="auto",
+        description="auto: int8 on a CPU for models with a tested int8 recipe (u2netp), fp32 elsewhere and on GPUs; "
+        "the int8 graph is built once from the model file and cached under the data dir",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="where derived model graphs (int8) are cached; unset: models/ in the data dir"
+    )
     max_batch_size: int | None = Field(default=None, description="unset: 8 on a GPU, 1 on a CPU")
     max_batch_wait_ms: float = 4.0
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, description="images processed at once")
+    extra_passes: str = Field(
+        default="auto",
+        description='extra model runs per image for a better mask: "flip" (+1 run), "zoom" (+1, +2 with flip), '
+        'comma-separated, "" for none; auto: flip on a GPU (it shares the batch), none on a CPU',
+    )
     max_queue: int = 16
 
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -83,6 +96,15 @@ class Settings(BaseSettings):
     stripe_timeout_s: float = Field(default=20.0, gt=0)
     stripe_max_retries: int = Field(default=2, ge=0, description="the SDK's own retries of a failed request")
     usage_report_interval_s: float = Field(default=5.0, gt=0, description="how often unreported usage is sent to Stripe")
+
+    @field_validator("extra_passes")
+    @classmethod
+    def _known_passes(cls, value: str) -> str:
+        from segmentation.passes import parse_passes
+
+        if value.strip().lower() == "auto":
+            return "auto"
+        return ",".join(parse_passes(value))  # a bad name fails at start-up, not per request
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,6 +5,10 @@ Pipeline for one image (CPU stages on a thread pool, inference on the batcher):
     probe header ──► reduced decode (working size) ──► model input ──► batcher ──┐
                  └─► full decode (only when the output needs it) ──────────────────┴─► alpha ─► compose ─► encode
 
+With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``, off by default) the
+model also runs on the mirrored input ("flip") and/or on the crop around the first
+pass's object ("zoom"), and the maps are merged before refinement.
+
 The full-size decode runs while the model works, so a 12 MP photo costs little
 more than its inference. Where the CPU goes for a 12 MP JPEG (2 cores, ~0.42 CPU s
 in all): inference ~0.25, JPEG decodes (libjpeg-turbo, reduced + full) ~0.06,
@@ -37,10 +41,11 @@ from .batching import MicroBatcher
 from .cutout import Box, compose, crop_window, foreground_box
 from .decode import DecodedImage, ImageInfo, ImageLimits, decode, probe
 from .encode import encode
-from .matting import estimate_foreground
 from .errors import Overloaded
+from .matting import estimate_foreground
 from .options import ClipOptions
-from .preprocess import fit_within, to_model_input
+from .passes import Pass, ZoomParams, crop, flip_merge, zoom_merge, zoom_window
+from .preprocess import fit_within, flipped_input, to_model_input
 from .session import SegmentationModel
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
@@ -58,6 +63,11 @@ class EngineConfig:
     # Longest side of the working image used for refinement and the model input.
     work_side: int = 1024
     alpha: AlphaParams = field(default_factory=AlphaParams)
+    # Extra model runs per image for a better mask (``passes``): "flip" (+1 run),
+    # "zoom" (+1, or +2 with flip). Off by default: each run costs as much CPU as
+    # the rest of the pipeline together.
+    extra_passes: tuple[Pass, ...] = ()
+    zoom: ZoomParams = field(default_factory=ZoomParams)
     # glibc only: keep freed big arrays in one heap for reuse instead of
     # unmapping them (see ``tune_malloc``). Process-wide; off for embedders
     # who manage their own allocator.
@@ -176,7 +186,7 @@ class ClipEngine:
 
         work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
         tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
-        saliency_task = asyncio.ensure_future(self.batcher.infer(tensor))
+        saliency_task = asyncio.ensure_future(self._saliency(tensor))
         try:
             if full is None:
                 # Short, and overlapping this request's own inference: not a
@@ -185,7 +195,29 @@ class ClipEngine:
             saliency = await saliency_task
         finally:
             saliency_task.cancel()
+        if "zoom" in self.config.extra_passes:
+            saliency = await self._zoom(saliency, work.rgb)
         return await self._cpu(self._finish, saliency, work, full, options, info)
+
+    async def _saliency(self, tensor: np.ndarray) -> np.ndarray:
+        """The model's map of one input; with the "flip" pass, averaged with the mirrored input's."""
+        if "flip" not in self.config.extra_passes:
+            return await self.batcher.infer(tensor)
+        # Both runs queue at once: two lanes on a CPU, one batch on a GPU.
+        plain, mirrored = await asyncio.gather(
+            self.batcher.infer(tensor), self.batcher.infer(flipped_input(tensor))
+        )
+        return flip_merge(plain, mirrored)
+
+    async def _zoom(self, saliency: np.ndarray, work_rgb: np.ndarray) -> np.ndarray:
+        """The "zoom" pass: the model again on the crop around the object, merged in."""
+        work_size = (work_rgb.shape[1], work_rgb.shape[0])
+        window = zoom_window(saliency, work_size, self.config.zoom)
+        if window is None:
+            return saliency
+        tensor = await self._cpu(to_model_input, crop(work_rgb, window), self.model.preset)
+        zoomed = await self._saliency(tensor)
+        return zoom_merge(saliency, zoomed, window, work_size, self.model.preset.input_size, self.config.zoom)
 
     async def _decode(
         self, data: bytes, info: ImageInfo, work_size: tuple[int, int], out_size: tuple[int, int]

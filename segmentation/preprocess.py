@@ -21,6 +21,11 @@ def to_model_input(rgb: np.ndarray, preset: Preset) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def flipped_input(tensor: np.ndarray) -> np.ndarray:
+    """A (3, S, S) model input mirrored left-right: the mirrored photo's input, without redoing it."""
+    return np.ascontiguousarray(tensor[:, :, ::-1])
+
+
 def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
     """The largest size with the same aspect whose longer side is at most ``side``."""
     longest = max(width, height)

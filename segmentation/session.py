@@ -2,6 +2,7 @@
 
 ``SegmentationModel`` is the seam the batcher and engine depend on;
 ``OnnxModel`` is the real adapter, ``FunctionModel`` an in-memory one for tests.
+On a CPU ``OnnxModel`` can run an int8 version of the graph (``quantize``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -19,6 +21,11 @@ from .models import ModelSpec, Preset
 log = logging.getLogger("arclip.segmentation")
 
 _PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+# "auto": int8 on a CPU where the model has a recipe tested on the quality
+# benchmark (the shipped u2netp), fp32 everywhere else (GPUs included).
+Precision = Literal["auto", "fp32", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8")
 
 
 class SegmentationModel(Protocol):
@@ -53,6 +60,17 @@ def _make_batch_dynamic(model_bytes: bytes) -> tuple[bytes, bool]:
     return model.SerializeToString(), changed
 
 
+def choose_precision(requested: str, on_cpu: bool, tested_int8: bool) -> Literal["fp32", "int8"]:
+    """What to run: int8 only on the CPU (GPU runs stay fp32), by default only where tested."""
+    if requested not in PRECISIONS:
+        raise ModelError(f"Unknown model precision {requested!r}: use one of {list(PRECISIONS)}.")
+    if requested == "int8" and not on_cpu:
+        raise ModelError("int8 models run on the CPU only; use ARCLIP_MODEL_PRECISION=fp32 (or auto) on a GPU.")
+    if requested == "auto":
+        return "int8" if on_cpu and tested_int8 else "fp32"
+    return "int8" if requested == "int8" else "fp32"
+
+
 def choose_providers(available: list[str], requested: str | None) -> list[str]:
     """Best available provider first, always ending with CPU as the fallback."""
     if requested:
@@ -79,7 +97,10 @@ class OnnxModel:
         providers: str | None = None,
         intra_op_threads: int | None = None,
         max_batch: int = 8,
+        precision: Precision | str = "fp32",
+        derived_dir: Path | None = None,
     ) -> None:
+        """``derived_dir``: where derived graphs (the int8 one) are cached; int8 needs it."""
         import onnxruntime as ort
 
         self.spec = spec
@@ -88,21 +109,26 @@ class OnnxModel:
             raw = spec.path.read_bytes()
         except OSError as exc:
             raise ModelError(f"Cannot read model file {spec.path}: {exc}") from exc
-        try:
-            dynamic, changed = _make_batch_dynamic(raw)
-        except Exception as exc:
-            raise ModelError(f"{spec.path} is not a valid ONNX model: {exc}") from exc
 
         threads = intra_op_threads or os.cpu_count() or 1
         self._providers = choose_providers(ort.get_available_providers(), providers)
         on_cpu = self._providers[0] == "CPUExecutionProvider"
+        graph, self.precision = self._graph_for(raw, precision, on_cpu, derived_dir)
+        try:
+            # The int8 graph's shapes were folded for one image when it was built
+            # (its resize sizes say batch 1): it keeps its fixed batch, as CPUs run anyway.
+            dynamic, changed = _make_batch_dynamic(graph) if self.precision == "fp32" else (graph, False)
+        except Exception as exc:
+            raise ModelError(f"{spec.path} is not a valid ONNX model: {exc}") from exc
         # onnxruntime's CPU arena keeps each session's peak activations (~250 MB
         # for u2netp) to itself. Once glibc is tuned to reuse freed blocks (see
         # engine.tune_malloc, which the engine applies anyway) plain malloc is as
         # fast, and both sessions below and the image pipeline share one heap.
         self._cpu_arena = True
         if on_cpu:
-            from .engine import tune_malloc  # here, not at import: engine imports this module
+            from .engine import (
+                tune_malloc,  # here, not at import: engine imports this module
+            )
 
             self._cpu_arena = not tune_malloc()
         try:
@@ -133,9 +159,37 @@ class OnnxModel:
             log.warning("batching changes %s outputs; running one image at a time", spec.name)
             self.max_batch = 1
         log.info(
-            "model %s (%s) on %s, %d intra-op threads, max batch %d",
-            spec.name, self.preset.family, self.provider, threads, self.max_batch,
+            "model %s (%s, %s) on %s, %d intra-op threads, max batch %d",
+            spec.name, self.preset.family, self.precision, self.provider, threads, self.max_batch,
         )
+
+    def _graph_for(
+        self, raw: bytes, precision: str, on_cpu: bool, derived_dir: Path | None
+    ) -> tuple[bytes, Literal["fp32", "int8"]]:
+        """The graph to run and its precision; "auto" falls back to fp32 where int8 cannot be had."""
+        from .quantize import load_or_build_int8, recipe_for
+
+        chosen = choose_precision(precision, on_cpu, recipe_for(raw) is not None)
+        if chosen == "fp32":
+            return raw, "fp32"
+        if derived_dir is None:
+            if precision == "int8":
+                raise ModelError("An int8 model needs a directory to keep its derived graph in (derived_dir).")
+            return raw, "fp32"
+        try:
+            int8 = load_or_build_int8(self.spec, raw, derived_dir)
+        except ModelError as exc:
+            if precision == "int8":
+                raise
+            # Asked for nothing in particular: serve in fp32 rather than not at all.
+            log.warning("%s; running %s in fp32", exc.detail, self.spec.name)
+            return raw, "fp32"
+        if not int8.built:
+            origin = f"loaded from {int8.path}"
+        else:
+            origin = "built and cached" if int8.path else "built (not cached)"
+        log.info("int8 %s %s (%s against fp32 on the probe images)", self.spec.name, origin, int8.agreement)
+        return int8.data, "int8"
 
     def _run(self, batch: np.ndarray, run_options: object = None) -> np.ndarray:
         return self._run_on(self._session, batch, run_options)
@@ -208,6 +262,7 @@ class FunctionModel:
     """In-memory model for tests: saliency computed by a plain function."""
 
     provider = "FunctionModel"
+    precision = "fp32"
 
     def __init__(self, preset: Preset, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 8) -> None:
         self.preset = preset

@@ -190,22 +190,29 @@ def disk_model(delay: float = 0.0, max_batch: int = 8) -> FunctionModel:
 # ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of derived model graphs (the int8 u2netp, ~10 CPU s to build) for the whole run."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ARCLIP_* variable from the outer environment leaks into a test."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, model_cache_dir: Path) -> None:
+    """No ARCLIP_* variable from the outer environment leaks into a test; derived models are shared."""
     import os
 
     for name in list(os.environ):
         if name.startswith("ARCLIP_"):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ARCLIP_MODEL_CACHE_DIR", str(model_cache_dir))
 
 
 @pytest.fixture(scope="session")
-def u2netp_model():
-    """The real shipped model, loaded once (about a second)."""
+def u2netp_model(model_cache_dir: Path):
+    """The real shipped model as a CPU server runs it (int8 where it passes its proof), loaded once."""
     from segmentation import OnnxModel, resolve_model
 
-    return OnnxModel(resolve_model("u2netp"), max_batch=1)
+    return OnnxModel(resolve_model("u2netp"), max_batch=1, precision="auto", derived_dir=model_cache_dir)
 
 
 # The free plan without rate limits: tests of other parts send bursts of concurrent

@@ -25,6 +25,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, object] = {
         "model": getattr(getattr(clipper.model, "spec", None), "name", clipper.model.preset.family),
         "provider": clipper.model.provider,
+        "precision": getattr(clipper.model, "precision", "fp32"),
+        "extra_passes": list(clipper.config.extra_passes),
         "max_batch": clipper.batcher.max_batch,
         "queue": {"admitted": clipper.queued, "capacity": clipper.config.max_queue},
     }

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -26,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .metrics import (
     HIGHER_IS_BETTER,
@@ -35,7 +36,7 @@ from .metrics import (
     ImageScore,
     aggregate,
     better,
-    score_image,
+    score_files,
 )
 
 REMBG_VENV = Path(".bench/rembg")
@@ -109,11 +110,18 @@ def rembg_versions(python: Path) -> str:
 # ---------------------------------------------------------------------------- ours
 
 
-def run_ours(jobs: list[tuple[Path, Path]]) -> tuple[list[float], str]:
-    from segmentation import ClipEngine, ClipOptions, OnnxModel, resolve_model
+def build_our_engine(data_dir: Path, overrides: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Our engine as `arclip serve` builds it: ARCLIP_* variables and ``overrides`` apply."""
+    from api.app import build_engine
+    from api.settings import Settings
+
+    return build_engine(Settings(data_dir=data_dir, max_batch_size=1, **overrides))
+
+
+def run_ours(jobs: list[tuple[Path, Path]], engine) -> tuple[list[float], str]:  # type: ignore[no-untyped-def]
+    from segmentation import ClipOptions
 
     async def go() -> list[float]:
-        engine = ClipEngine(OnnxModel(resolve_model("u2netp")))
         await engine.start()
         seconds = []
         try:
@@ -135,18 +143,6 @@ def run_ours(jobs: list[tuple[Path, Path]]) -> tuple[list[float], str]:
 
 
 # ---------------------------------------------------------------------------- scoring
-
-
-def _score_one(args: tuple[str, str, str, str | None, str]) -> ImageScore:
-    pred_path, gt_path, fg_path, shadow_path, image_path = args
-    gt = np.asarray(Image.open(gt_path).convert("L"))
-    rgba = np.asarray(Image.open(pred_path).convert("RGBA"))
-    fg = np.asarray(Image.open(fg_path).convert("RGB")) if Path(fg_path).exists() else None
-    if rgba.shape[:2] != gt.shape:
-        raise SystemExit(f"{pred_path}: {rgba.shape[1]}x{rgba.shape[0]}, ground truth {gt.shape[1]}x{gt.shape[0]}")
-    shadow = np.asarray(Image.open(shadow_path).convert("L")) if shadow_path else None
-    image = np.asarray(ImageOps.exif_transpose(Image.open(image_path)).convert("RGB"))
-    return score_image(np.ascontiguousarray(rgba[:, :, 3]), gt, rgba[:, :, :3], fg, shadow, image)
 
 
 def _progress(name: str, done: int, total: int) -> None:
@@ -180,7 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-rembg", action="store_true", help="score rembg's outputs from an earlier run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the metrics")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--extra-passes", default=None, metavar="PASSES",
+        help='our extra model passes, as ARCLIP_EXTRA_PASSES: "", flip, zoom, flip,zoom (default: the server\'s)',
+    )
+    parser.add_argument(
+        "--precision", default=None, choices=("auto", "fp32", "int8"),
+        help="our model precision, as ARCLIP_MODEL_PRECISION (default: the server's)",
+    )
     args = parser.parse_args(argv)
+    overrides = {
+        name: value
+        for name, value in (("extra_passes", args.extra_passes), ("model_precision", args.precision))
+        if value is not None
+    }
 
     manifest_path = args.data / "manifest.json"
     if not manifest_path.exists():
@@ -200,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     python = ensure_rembg(args.rembg_venv)
     print(f"quality set: {args.data} ({len(samples)} images, split {args.split})")
-    print(f"ours:  arclip ClipEngine, u2netp, {run_info_ours()}")
+    engine = build_our_engine(args.data / "arclip", overrides)
+    passes = ",".join(engine.config.extra_passes) or "none"
+    print(f"ours:  arclip ClipEngine, u2netp {engine.model.precision}, {run_info_ours()}, extra passes: {passes}")
     print(f"rembg: remove(img, session=new_session('u2netp')), {rembg_versions(python)}")
 
     times: dict[str, list[float]] = {}
@@ -208,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         times["rembg"] = []
     else:
         times["rembg"], _ = run_rembg(python, jobs["rembg"], args.data / "pred")
-    times["ours"], _ = run_ours(jobs["ours"])
+    times["ours"], _ = run_ours(jobs["ours"], engine)
 
     scores: dict[str, list[ImageScore]] = {}
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    # Spawned, not forked: a fork of this process, whose engine and onnxruntime threads
+    # may hold allocator locks, can hang its children for ever.
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=multiprocessing.get_context("spawn")) as pool:
         for name in ("ours", "rembg"):
             work = [
                 (str(dst), str(args.data / s["gt"]), str(args.data / s["fg"]),
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s, (_, dst) in zip(samples, jobs[name])
             ]
             scores[name] = []
-            for score in pool.map(_score_one, work, chunksize=4):
+            for score in pool.map(score_files, work, chunksize=4):
                 scores[name].append(score)
                 _progress(f"scoring {name}", len(scores[name]), len(work))
             print()

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 METRICS = ("sm", "mae", "maxf", "wfm", "halo", "shadow_leak")
 HIGHER_IS_BETTER = {"sm": True, "mae": False, "maxf": True, "wfm": True, "halo": False, "shadow_leak": False}
@@ -130,3 +132,16 @@ def better(metric: str, ours: float, theirs: float) -> bool:
     if np.isnan(ours) or np.isnan(theirs):
         return False
     return ours > theirs if HIGHER_IS_BETTER[metric] else ours < theirs
+
+
+def score_files(args: tuple[str, str, str, str | None, str]) -> ImageScore:
+    """Score one cut-out file: (prediction, ground truth, true colour, shadow map or None, photo) paths."""
+    pred_path, gt_path, fg_path, shadow_path, image_path = args
+    gt = np.asarray(Image.open(gt_path).convert("L"))
+    rgba = np.asarray(Image.open(pred_path).convert("RGBA"))
+    fg = np.asarray(Image.open(fg_path).convert("RGB")) if Path(fg_path).exists() else None
+    if rgba.shape[:2] != gt.shape:
+        raise SystemExit(f"{pred_path}: {rgba.shape[1]}x{rgba.shape[0]}, ground truth {gt.shape[1]}x{gt.shape[0]}")
+    shadow = np.asarray(Image.open(shadow_path).convert("L")) if shadow_path else None
+    image = np.asarray(ImageOps.exif_transpose(Image.open(image_path)).convert("RGB"))
+    return score_image(np.ascontiguousarray(rgba[:, :, 3]), gt, rgba[:, :, :3], fg, shadow, image)

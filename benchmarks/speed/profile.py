@@ -4,6 +4,9 @@ Each stage runs alone, one after the other, on every test image; wall time and
 process CPU time are reported (CPU time stays honest on a busy machine, and
 process CPU includes onnxruntime's and OpenCV's worker threads). Then the engine end to end (stages overlapped as in production) at
 concurrency 1 and 4: compare with the HTTP figures to see the web layer's share.
+The model and engine are built as the server builds them (``ARCLIP_MODEL_PRECISION``,
+``ARCLIP_EXTRA_PASSES``; by default int8 and the flip pass on a CPU); the int8 graph is
+cached under OUT/models.
 """
 
 from __future__ import annotations
@@ -27,13 +30,9 @@ def _timed(samples: dict[str, list[tuple[float, float]]], name: str, fn, *args):
 def profile(args) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from segmentation import (
-        ClipEngine,
-        ClipOptions,
-        EngineConfig,
-        OnnxModel,
-        resolve_model,
-    )
+    from api.app import build_model, engine_config
+    from api.settings import Settings
+    from segmentation import ClipEngine, ClipOptions
     from segmentation.alpha import saliency_to_alpha
     from segmentation.cutout import foreground_box, rgba_zeroed
     from segmentation.decode import ImageLimits, probe
@@ -43,8 +42,11 @@ def profile(args) -> None:  # type: ignore[no-untyped-def]
 
     paths = ensure_images(Path(args.out), f"jpeg_{args.width}x{args.height}", args.images, args.width, args.height)
     datas = [p.read_bytes() for p in paths]
-    model = OnnxModel(resolve_model("u2netp"), max_batch=1)
-    config = EngineConfig()
+    # The model and engine as `arclip serve` builds them (ARCLIP_* variables apply).
+    settings = Settings(data_dir=Path(args.out), max_batch_size=1)
+    model = build_model(settings)
+    config = engine_config(settings, model)
+    print(f"model: u2netp, {model.precision} on {model.provider}, extra passes: {','.join(config.extra_passes) or 'none'}")
     if config.tune_malloc:
         tune_malloc()  # as the engine does, before any image is allocated
     limits = ImageLimits()

@@ -1,0 +1,200 @@
+"""Extra model passes (``segmentation.passes``): flip ensemble and zoom second pass.
+
+- A mirror-equivariant model gives the same map with the flip pass as without it
+  (the mirrored run is mirrored back before averaging).
+- The zoom window boxes the first pass's object, with its margin, in working pixels,
+  and is skipped when nothing is salient or the object already fills the frame.
+- The zoomed map lands back exactly where its crop came from.
+- The engine with both passes runs the model the expected number of times and still
+  cuts the object out at the right place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from segmentation import ClipEngine, ClipOptions, EngineConfig
+from segmentation.models import PRESETS
+from segmentation.passes import (
+    Window,
+    ZoomParams,
+    choose_passes,
+    crop,
+    flip_merge,
+    parse_passes,
+    zoom_merge,
+    zoom_window,
+)
+from segmentation.preprocess import flipped_input, to_model_input
+from segmentation.session import FunctionModel
+from tests.conftest import alpha_box, encode_image, photo
+
+PRESET = PRESETS["u2net"]
+
+
+def _redness(x: np.ndarray) -> np.ndarray:
+    """A model that finds red things: it sees where it is looking, mirror for mirror."""
+    return (x[0] - x[1] > 1.5).astype(np.float32)
+
+
+def _disk_map(h: int, w: int, cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r).astype(np.float32)
+
+
+# --- parsing ---------------------------------------------------------------------
+
+
+def test_parse_passes_canonical_order_and_none() -> None:
+    assert parse_passes("flip, zoom") == ("zoom", "flip")
+    assert parse_passes("") == ()
+    assert parse_passes("none") == ()
+    assert parse_passes(None) == ()
+    assert parse_passes(["FLIP"]) == ("flip",)
+    with pytest.raises(ValueError, match="scale"):
+        parse_passes("zoom,scale")
+
+
+def test_auto_spends_a_second_run_only_where_it_shares_a_batch() -> None:
+    assert choose_passes("auto", "CUDAExecutionProvider") == ("flip",)
+    assert choose_passes("auto", "TensorrtExecutionProvider") == ("flip",)
+    assert choose_passes("auto", "CPUExecutionProvider") == ()
+    assert choose_passes("", "CUDAExecutionProvider") == ()  # asked for none: none
+    assert choose_passes("flip,zoom", "CPUExecutionProvider") == ("zoom", "flip")
+
+
+def test_settings_default_to_auto_and_refuse_unknown_passes() -> None:
+    from pydantic import ValidationError
+
+    from api.app import engine_config
+    from api.settings import Settings
+
+    assert Settings().extra_passes == "auto"
+    assert Settings(extra_passes="flip,zoom").extra_passes == "zoom,flip"
+    with pytest.raises(ValidationError):
+        Settings(extra_passes="mirror")
+    cpu_model = FunctionModel(PRESET, _redness)
+    assert engine_config(Settings(), cpu_model).extra_passes == ()
+    assert engine_config(Settings(extra_passes="flip"), cpu_model).extra_passes == ("flip",)
+
+
+# --- flip ------------------------------------------------------------------------
+
+
+def test_flip_of_an_equivariant_model_equals_the_single_pass() -> None:
+    rgb = photo(320, 240, center=(80, 100), radius=40)  # off-centre: a mirror mix-up would show
+    tensor = to_model_input(rgb, PRESET)
+    plain = _redness(tensor)
+    merged = flip_merge(plain, _redness(flipped_input(tensor)))
+    np.testing.assert_array_equal(merged, plain)
+
+
+def test_flipped_input_is_the_mirrored_photos_input() -> None:
+    rgb = photo(300, 200, center=(60, 90), radius=30, seed=3)
+    np.testing.assert_allclose(
+        flipped_input(to_model_input(rgb, PRESET)), to_model_input(np.ascontiguousarray(rgb[:, ::-1]), PRESET), atol=1e-5
+    )
+
+
+def test_flip_merge_averages_disagreement() -> None:
+    left = np.zeros((4, 4), np.float32)
+    left[:, 0] = 1.0  # the plain run sees something on the left
+    merged = flip_merge(left, np.zeros((4, 4), np.float32))
+    assert merged[0, 0] == pytest.approx(0.5) and merged[:, 1:].max() == 0.0
+
+
+# --- zoom window -----------------------------------------------------------------
+
+
+def test_zoom_window_boxes_the_object_with_margin() -> None:
+    sal = np.zeros((100, 100), np.float32)
+    sal[20:40, 50:60] = 1.0  # grid cells x 50..59, y 20..39
+    window = zoom_window(sal, (1000, 500), ZoomParams(margin=0.1))
+    # x: 500..600 px, y: 100..200 px; margin 0.1 x the longer side (100 px) = 10 px.
+    assert window == Window(left=490, top=90, right=610, bottom=210)
+
+
+def test_zoom_window_stays_inside_the_image() -> None:
+    sal = np.zeros((100, 100), np.float32)
+    sal[0:10, 0:30] = 1.0
+    assert zoom_window(sal, (400, 400), ZoomParams(margin=0.1)) == Window(left=0, top=0, right=132, bottom=52)
+
+
+def test_zoom_window_skips_nothing_and_frame_filling_objects() -> None:
+    assert zoom_window(np.zeros((50, 50), np.float32), (500, 500)) is None
+    big = np.zeros((50, 50), np.float32)
+    big[2:48, 2:48] = 1.0
+    assert zoom_window(big, (500, 500)) is None
+
+
+# --- zoom merge ------------------------------------------------------------------
+
+
+def test_zoomed_map_lands_where_its_crop_came_from() -> None:
+    work_size = (800, 400)
+    window = Window(left=400, top=100, right=600, bottom=300)
+    # The zoomed run sees a disk centred in its crop: (500, 200) in working pixels.
+    zoomed = _disk_map(320, 320, 159.5, 159.5, 80)
+    merged = zoom_merge(np.zeros((320, 320), np.float32), zoomed, window, work_size, 320, ZoomParams(blend=1.0))
+    h, w = merged.shape
+    assert w / h == pytest.approx(2.0, rel=0.01)  # the image's aspect, not the model's square
+    ys, xs = np.nonzero(merged > 0.5)
+    assert xs.mean() * 800 / w == pytest.approx(500, abs=4)
+    assert ys.mean() * 400 / h == pytest.approx(200, abs=4)
+    # Disk radius: 80/320 of the 200-px crop = 50 working px.
+    assert (xs.max() - xs.min() + 1) * 800 / w == pytest.approx(100, abs=6)
+
+
+def test_zoom_merge_keeps_the_first_map_outside_the_window_and_blends_inside() -> None:
+    first = np.full((100, 100), 0.2, np.float32)
+    window = Window(left=20, top=20, right=80, bottom=80)
+    merged = zoom_merge(first, np.ones((50, 50), np.float32), window, (100, 100), 100, ZoomParams(blend=0.5))
+    grid = merged.shape[0] / 100
+    assert merged[0, 0] == pytest.approx(0.2)
+    centre = merged[round(50 * grid), round(50 * grid)]
+    assert centre == pytest.approx(0.6)  # half way between 0.2 and 1
+    assert merged[round(21 * grid), round(50 * grid)] < centre  # faded at the window's edge
+
+
+def test_crop_takes_the_window() -> None:
+    rgb = np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3)
+    np.testing.assert_array_equal(crop(rgb, Window(2, 3, 7, 9)), rgb[3:9, 2:7])
+
+
+# --- engine ----------------------------------------------------------------------
+
+
+def _cut(passes: tuple[str, ...], data: bytes) -> tuple[np.ndarray, FunctionModel]:
+    model = FunctionModel(PRESET, _redness, max_batch=1)
+
+    async def go() -> np.ndarray:
+        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=passes, tune_malloc=False))  # type: ignore[arg-type]
+        await engine.start()
+        try:
+            return (await engine.cut(data, ClipOptions())).alpha
+        finally:
+            await engine.close()
+
+    return asyncio.run(go()), model
+
+
+def test_engine_zoom_and_flip_run_the_model_four_times_and_cut_the_same_object() -> None:
+    # A small object off centre: the zoom window is a small part of the frame.
+    data = encode_image(photo(640, 480, center=(470, 150), radius=45), "PNG")
+    plain, plain_model = _cut((), data)
+    both, both_model = _cut(("zoom", "flip"), data)
+    assert sum(plain_model.batches) == 1
+    assert sum(both_model.batches) == 4  # image, mirror; crop, mirrored crop
+    box = alpha_box(both)
+    assert box == pytest.approx(alpha_box(plain), abs=3)
+    assert box == pytest.approx((425, 105, 91, 91), abs=4)  # the disk: x 425..515, y 105..195
+    assert np.abs(both.astype(int) - plain.astype(int)).mean() < 1.0
+
+
+def test_engine_without_passes_runs_the_model_once() -> None:
+    data = encode_image(photo(320, 240), "PNG")
+    _, model = _cut((), data)
+    assert model.batches == [1]
