@@ -10,50 +10,16 @@ import numpy as np
 import pytest
 
 from sync.locate import ScreenLocator
-from sync.locate.edges import BOTTOM, LEFT, RIGHT, TOP, find_screen_edges
+from sync.locate.edges import BOTTOM, LEFT, TOP, find_screen_edges
 from sync.locate.imaging import apply_h
 from sync.locate.linefit import assign_sides, centre_spread, side_line, solve
+from tests.sync.test_locate import (  # the same simulated camera, 1200x900
+    camera_h,
+    photograph,
+    truth,
+)
 
 VIEW = (1200, 900)
-
-
-def camera_h(screen_w: int, target: tuple[float, float], dist_cm: float, yaw: float, pitch: float, roll: float,
-             screen_cm: float = 30.0, hfov: float = 65.0) -> np.ndarray:
-    """Screen px -> view px for a pinhole camera whose optical axis hits `target` (screen px)."""
-    vw, vh = VIEW
-    f = (max(vw, vh) / 2) / math.tan(math.radians(hfov) / 2)
-    K = np.array([[f, 0, (vw - 1) / 2], [0, f, (vh - 1) / 2], [0, 0, 1]])
-    cm = screen_cm / screen_w
-    yaw, pitch, roll = (math.radians(a) for a in (yaw, pitch, roll))
-    z = np.array([math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)])
-    centre = np.array([target[0] * cm, target[1] * cm, 0.0]) - dist_cm * z
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    x, y = math.cos(roll) * x + math.sin(roll) * y, -math.sin(roll) * x + math.cos(roll) * y
-    R = np.stack([x, y, z])
-    return K @ np.column_stack([R[:, 0], R[:, 1], -R @ centre]) @ np.diag([cm, cm, 1.0])
-
-
-def photograph(screen: np.ndarray, H: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Screen in a dark bezel in a dim room, defocused, noisy, JPEG-compressed."""
-    rng = np.random.default_rng(seed)
-    vw, vh = VIEW
-    room = cv2.resize(rng.integers(40, 120, (9, 12, 3)).astype(np.uint8), (vw, vh), interpolation=cv2.INTER_CUBIC)
-    lid = cv2.copyMakeBorder(screen, 30, 50, 30, 30, cv2.BORDER_CONSTANT, value=(20, 20, 20))
-    Hb = H @ np.array([[1, 0, -30], [0, 1, -30], [0, 0, 1.0]])
-    warped = cv2.warpPerspective(lid, Hb, (vw, vh), flags=cv2.INTER_AREA)
-    inside = cv2.warpPerspective(np.full(lid.shape[:2], 255, np.uint8), Hb, (vw, vh)) > 127
-    img = np.where(inside[..., None], warped, room).astype(np.float32)
-    img = cv2.GaussianBlur(img, (0, 0), 1.0) * 0.9 + rng.normal(0, 3, img.shape)
-    ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    assert ok
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
-
-
-def truth(H: np.ndarray) -> tuple[float, float]:
-    p = np.linalg.inv(H) @ np.array([(VIEW[0] - 1) / 2, (VIEW[1] - 1) / 2, 1.0])
-    return float(p[0] / p[2]), float(p[1] / p[2])
 
 
 def sparse_canvas(seed: int, w: int = 1440, h: int = 900) -> np.ndarray:
