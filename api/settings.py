@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     extra_passes: str = Field(
         default="auto",
         description='extra model runs per image for a better mask: "flip" (+1 run), "zoom" (+1, +2 with flip), '
-        'comma-separated, "" for none; auto: flip on a GPU (it shares the batch), none on a CPU',
+        '"flip-uncertain" (+1 run only where the first map is unsure), comma-separated, "" for none; '
+        'auto: flip on a GPU (it shares the batch), flip-uncertain on a CPU',
     )
     max_queue: int = 16
 

@@ -5,9 +5,11 @@ Pipeline for one image (CPU stages on a thread pool, inference on the batcher):
     probe header ──► reduced decode (working size) ──► model input ──► batcher ──┐
                  └─► full decode (only when the output needs it) ──────────────────┴─► alpha ─► compose ─► encode
 
-With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``, off by default) the
-model also runs on the mirrored input ("flip") and/or on the crop around the first
-pass's object ("zoom"), and the maps are merged before refinement.
+With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``; the engine's own
+default is none, the server's is chosen by ``passes.choose_passes``) the model also
+runs on the mirrored input ("flip", or "flip-uncertain": only when the first map is
+unsure) and/or on the crop around the first pass's object ("zoom"), and the maps are
+merged before refinement.
 
 The full-size decode runs while the model works, so a 12 MP photo costs little
 more than its inference. Where the CPU goes for a 12 MP JPEG (2 cores, ~0.42 CPU s
@@ -44,7 +46,15 @@ from .encode import encode
 from .errors import Overloaded
 from .matting import estimate_foreground
 from .options import ClipOptions
-from .passes import Pass, ZoomParams, crop, flip_merge, zoom_merge, zoom_window
+from .passes import (
+    Pass,
+    ZoomParams,
+    crop,
+    flip_merge,
+    flip_needed,
+    zoom_merge,
+    zoom_window,
+)
 from .preprocess import fit_within, flipped_input, to_model_input
 from .session import SegmentationModel
 
@@ -64,7 +74,7 @@ class EngineConfig:
     work_side: int = 1024
     alpha: AlphaParams = field(default_factory=AlphaParams)
     # Extra model runs per image for a better mask (``passes``): "flip" (+1 run),
-    # "zoom" (+1, or +2 with flip). Off by default: each run costs as much CPU as
+    # "flip-uncertain" (+1 only when the first map is unsure), "zoom" (+1, or +2 with flip). Off by default: each run costs as much CPU as
     # the rest of the pipeline together.
     extra_passes: tuple[Pass, ...] = ()
     zoom: ZoomParams = field(default_factory=ZoomParams)
@@ -200,14 +210,22 @@ class ClipEngine:
         return await self._cpu(self._finish, saliency, work, full, options, info)
 
     async def _saliency(self, tensor: np.ndarray) -> np.ndarray:
-        """The model's map of one input; with the "flip" pass, averaged with the mirrored input's."""
-        if "flip" not in self.config.extra_passes:
-            return await self.batcher.infer(tensor)
-        # Both runs queue at once: two lanes on a CPU, one batch on a GPU.
-        plain, mirrored = await asyncio.gather(
-            self.batcher.infer(tensor), self.batcher.infer(flipped_input(tensor))
-        )
-        return flip_merge(plain, mirrored)
+        """The model's map of one input; with the "flip" pass, averaged with the mirrored input's.
+
+        With "flip-uncertain" the mirrored run follows only when the first map is
+        unsure of itself (``passes.flip_needed``).
+        """
+        passes = self.config.extra_passes
+        if "flip" in passes:
+            # Both runs queue at once: two lanes on a CPU, one batch on a GPU.
+            plain, mirrored = await asyncio.gather(
+                self.batcher.infer(tensor), self.batcher.infer(flipped_input(tensor))
+            )
+            return flip_merge(plain, mirrored)
+        plain = await self.batcher.infer(tensor)
+        if "flip-uncertain" in passes and flip_needed(plain):
+            return flip_merge(plain, await self.batcher.infer(flipped_input(tensor)))
+        return plain
 
     async def _zoom(self, saliency: np.ndarray, work_rgb: np.ndarray) -> np.ndarray:
         """The "zoom" pass: the model again on the crop around the object, merged in."""

@@ -2,6 +2,8 @@
 
     python -m benchmarks.quality.tune [--data .bench/quality] [--split tune|heldout|all] [--extra-passes flip,zoom]
 
+(``--extra-passes flip-uncertain`` also prints how many images got the mirrored run.)
+
 The model's saliency does not change while one tunes mask-to-alpha, so it is
 computed once per image (``cache/NNNN.npy``) and only ``saliency_to_alpha`` (plus
 the foreground colour estimate) runs again. The decode path mirrors the engine's:
@@ -118,14 +120,18 @@ def merged_saliency(item: Item, passes: tuple[str, ...], zoom=None) -> np.ndarra
     "flip" (the engine boxes the flip-averaged map), so the cache serves every
     combination; ``python -m benchmarks.quality --extra-passes`` gives the exact figures.
     """
-    from segmentation.passes import ZoomParams, flip_merge, zoom_merge
+    from segmentation.passes import ZoomParams, flip_merge, flip_needed, zoom_merge
 
     zoom = zoom or ZoomParams()
-    flip = "flip" in passes
-    saliency = flip_merge(item.saliency, item.extra["flip"]) if flip else item.saliency
+
+    def flip(first: np.ndarray) -> bool:  # as the engine decides, per model run
+        return "flip" in passes or ("flip-uncertain" in passes and flip_needed(first))
+
+    saliency = flip_merge(item.saliency, item.extra["flip"]) if flip(item.saliency) else item.saliency
     if "zoom" not in passes or item.window is None:
         return saliency
-    zoomed = flip_merge(item.extra["zoom"], item.extra["zoom-flip"]) if flip else item.extra["zoom"]
+    zoomed = item.extra["zoom"]
+    zoomed = flip_merge(zoomed, item.extra["zoom-flip"]) if flip(zoomed) else zoomed
     work_size = (item.work.shape[1], item.work.shape[0])
     return zoom_merge(saliency, zoomed, item.window, work_size, item.saliency.shape[-1], zoom)
 
@@ -208,12 +214,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path(".bench/quality"))
     parser.add_argument("--split", choices=("tune", "heldout", "all"), default="tune")
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--extra-passes", default="", help="flip, zoom or flip,zoom (model runs cached too)")
+    parser.add_argument(
+        "--extra-passes", default="", help="flip, flip-uncertain, zoom or e.g. flip,zoom (model runs cached too)"
+    )
     args = parser.parse_args(argv)
     from segmentation.passes import parse_passes
 
     passes = parse_passes(args.extra_passes)
     items = load(args.data, args.split, args.limit, passes=bool(passes))
+    if "flip-uncertain" in passes:
+        from segmentation.passes import flip_needed
+
+        flipped = sum(flip_needed(item.saliency) for item in items)
+        print(f"flip-uncertain: mirrored run on {flipped}/{len(items)} images ({flipped / max(len(items), 1):.0%})")
     for item in items:
         if passes:
             item.saliency = merged_saliency(item, passes)

@@ -7,6 +7,8 @@
 - The zoomed map lands back exactly where its crop came from.
 - The engine with both passes runs the model the expected number of times and still
   cuts the object out at the right place.
+- "flip-uncertain" decides from the first map alone: a crisp map gets no second run,
+  an unsure one (wide soft band, faint or no object) does; the engine follows suit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from segmentation.passes import (
     choose_passes,
     crop,
     flip_merge,
+    flip_needed,
     parse_passes,
     zoom_merge,
     zoom_window,
@@ -54,14 +57,16 @@ def test_parse_passes_canonical_order_and_none() -> None:
     assert parse_passes("none") == ()
     assert parse_passes(None) == ()
     assert parse_passes(["FLIP"]) == ("flip",)
+    assert parse_passes("flip-uncertain,zoom") == ("zoom", "flip-uncertain")
+    assert parse_passes("flip,flip-uncertain") == ("flip",)  # flip always runs: it wins
     with pytest.raises(ValueError, match="scale"):
         parse_passes("zoom,scale")
 
 
-def test_auto_spends_a_second_run_only_where_it_shares_a_batch() -> None:
+def test_auto_spends_a_second_run_where_it_shares_a_batch_else_only_when_unsure() -> None:
     assert choose_passes("auto", "CUDAExecutionProvider") == ("flip",)
     assert choose_passes("auto", "TensorrtExecutionProvider") == ("flip",)
-    assert choose_passes("auto", "CPUExecutionProvider") == ()
+    assert choose_passes("auto", "CPUExecutionProvider") == ("flip-uncertain",)
     assert choose_passes("", "CUDAExecutionProvider") == ()  # asked for none: none
     assert choose_passes("flip,zoom", "CPUExecutionProvider") == ("zoom", "flip")
 
@@ -77,7 +82,8 @@ def test_settings_default_to_auto_and_refuse_unknown_passes() -> None:
     with pytest.raises(ValidationError):
         Settings(extra_passes="mirror")
     cpu_model = FunctionModel(PRESET, _redness)
-    assert engine_config(Settings(), cpu_model).extra_passes == ()
+    assert engine_config(Settings(), cpu_model).extra_passes == ("flip-uncertain",)
+    assert engine_config(Settings(extra_passes=""), cpu_model).extra_passes == ()
     assert engine_config(Settings(extra_passes="flip"), cpu_model).extra_passes == ("flip",)
 
 
@@ -198,3 +204,60 @@ def test_engine_without_passes_runs_the_model_once() -> None:
     data = encode_image(photo(320, 240), "PNG")
     _, model = _cut((), data)
     assert model.batches == [1]
+
+
+# --- flip-uncertain ----------------------------------------------------------------
+
+
+def _soft_disk(h: int, w: int, r: float, rim: float) -> np.ndarray:
+    """A disk of radius ``r`` whose edge ramps 1 -> 0 over ``rim`` pixels."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    d = np.hypot(yy - h / 2, xx - w / 2)
+    return np.clip((r + rim / 2 - d) / rim, 0, 1).astype(np.float32)
+
+
+def test_a_crisp_map_needs_no_mirrored_run() -> None:
+    assert not flip_needed(_disk_map(320, 320, 160, 160, 60))  # hard edge: no mid values
+    assert not flip_needed(_soft_disk(320, 320, 60, rim=3))  # a thin anti-aliased rim
+
+
+def test_an_unsure_map_gets_the_mirrored_run() -> None:
+    assert flip_needed(_soft_disk(320, 320, 60, rim=30))  # a wide soft band around the object
+    assert flip_needed(np.full((320, 320), 0.3, np.float32))  # faint everywhere, nothing solid
+    assert flip_needed(np.zeros((320, 320), np.float32) + 0.15)
+    # A solid object plus a blob the model is unsure about.
+    two = np.maximum(_disk_map(320, 320, 100, 160, 40), 0.5 * _disk_map(320, 320, 240, 160, 40))
+    assert flip_needed(two)
+
+
+def test_flip_needed_is_deterministic_and_grid_independent() -> None:
+    soft = _soft_disk(320, 320, 60, rim=30)
+    assert flip_needed(soft) == flip_needed(soft.copy())
+    assert flip_needed(soft[::2, ::2]) and not flip_needed(_soft_disk(320, 320, 60, rim=3)[::2, ::2])
+
+
+def _uncertain_redness(x: np.ndarray) -> np.ndarray:
+    """Finds red things, half sure of them only: every red pixel is at 0.6."""
+    return 0.6 * _redness(x)
+
+
+def _cut_with(fn, passes: tuple[str, ...], data: bytes) -> FunctionModel:  # type: ignore[no-untyped-def]
+    model = FunctionModel(PRESET, fn, max_batch=1)
+
+    async def go() -> None:
+        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=passes, tune_malloc=False))  # type: ignore[arg-type]
+        await engine.start()
+        try:
+            await engine.cut(data, ClipOptions())
+        finally:
+            await engine.close()
+
+    asyncio.run(go())
+    return model
+
+
+def test_engine_flip_uncertain_runs_the_model_again_only_when_unsure() -> None:
+    data = encode_image(photo(320, 240), "PNG")
+    assert sum(_cut_with(_redness, ("flip-uncertain",), data).batches) == 1  # crisp: one run
+    assert sum(_cut_with(_uncertain_redness, ("flip-uncertain",), data).batches) == 2  # unsure: mirrored too
+    assert sum(_cut_with(_redness, ("flip",), data).batches) == 2  # flip: always both
