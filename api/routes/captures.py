@@ -16,11 +16,19 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from sync.assets import CAPTURE_OPTION_NAMES, capture_options
-from sync.assets.capture import Captured
 from sync.assets.idempotency import check_key
 from sync.pairing import PairingNotFound
 
-from ..deps import AssetsDep, CapturesDep, DesktopDep, PairingsDep, PhoneDep, ScreensDep, SettingsDep, bearer_token
+from ..deps import (
+    AssetsDep,
+    CapturesDep,
+    DesktopDep,
+    PairingsDep,
+    PhoneDep,
+    ScreensDep,
+    SettingsDep,
+    bearer_token,
+)
 from ..errors import ApiProblem
 from ..settings import Settings
 from .clip import read_image_upload
@@ -61,7 +69,7 @@ async def create_capture(
         options = capture_options({name: fields.get(name, query[name]) for name in CAPTURE_OPTION_NAMES})
         base_url = _base_url(request, settings)
         if idempotency_key is None:
-            captured = Captured(*await captures.capture(phone.pairing_id, data, options, base_url))
+            captured = await captures.capture(phone.pairing_id, data, options, base_url)
         else:
             captured = await captures.capture_once(phone.pairing_id, idempotency_key, data, options, base_url)
     asset = captured.asset

@@ -81,7 +81,7 @@ class CaptureService:
     def url_for(self, asset: Asset, base_url: str) -> str:
         return base_url.rstrip("/") + self.assets.signed_path(asset)
 
-    async def capture(self, pairing_id: str, photo: bytes, options: ClipOptions, base_url: str) -> tuple[Asset, str]:
+    async def capture(self, pairing_id: str, photo: bytes, options: ClipOptions, base_url: str) -> Captured:
         """Clip ``photo``, keep the PNG, and push ``asset.created`` to the pairing; returns the asset and its URL.
 
         The caller holds ``clipper.admission()``.
@@ -100,7 +100,7 @@ class CaptureService:
             with contextlib.suppress(Exception):
                 await self.assets.delete(asset)
             raise
-        return asset, url
+        return Captured(asset, url)
 
     async def capture_once(
         self, pairing_id: str, idempotency_key: str, photo: bytes, options: ClipOptions, base_url: str
@@ -126,15 +126,15 @@ class CaptureService:
         else:
             raise IdempotencyKeyInUse("This Idempotency-Key is busy; retry shortly.")
         try:
-            asset, url = await self.capture(pairing_id, photo, options, base_url)
+            captured = await self.capture(pairing_id, photo, options, base_url)
         except BaseException:
             await _uncancellable(self.keys.abandon(pairing_id, idempotency_key))
             raise
         try:
-            await _uncancellable(self.keys.complete(pairing_id, idempotency_key, asset.id))
+            await _uncancellable(self.keys.complete(pairing_id, idempotency_key, captured.asset.id))
         except Exception:  # the capture stands and was announced: better a 201 than an error for a retry to repeat
-            log.exception("capture %s made, but its Idempotency-Key could not be kept", asset.id)
-        return Captured(asset, url)
+            log.exception("capture %s made, but its Idempotency-Key could not be kept", captured.asset.id)
+        return captured
 
     async def paste(self, pairing_id: str, asset_id: str, view: bytes) -> dict[str, Any]:
         """Locate the phone's photo of the screen and place the asset there.

@@ -413,7 +413,8 @@ async def flow(assets: AssetService, screens: ScreenService) -> AsyncIterator[tu
 
 async def test_capture_stores_and_announces(flow, assets: AssetService) -> None:
     captures, hub = flow
-    asset, url = await captures.capture("pair_a", jpeg(640, 480), capture_options({}), "http://host:8000/")
+    captured = await captures.capture("pair_a", jpeg(640, 480), capture_options({}), "http://host:8000/")
+    asset, url = captured.asset, captured.url
     assert url.startswith(f"http://host:8000/v1/assets/{asset.id}?expires=")
     (pairing, type_, data), = hub.messages
     assert (pairing, type_) == ("pair_a", ASSET_CREATED)
@@ -438,7 +439,7 @@ async def test_capture_not_announced_is_not_kept(flow, store: MemoryStore) -> No
 async def test_paste_places_or_fails_with_a_hint(flow, screens: ScreenService, desktop_scene) -> None:
     captures, hub = flow
     screen_png, view_jpeg, (tx, ty) = desktop_scene
-    asset, _ = await captures.capture("pair_a", jpeg(), capture_options({}), "http://h")
+    asset = (await captures.capture("pair_a", jpeg(), capture_options({}), "http://h")).asset
 
     with pytest.raises(NoScreen) as no_screen:
         await captures.paste("pair_a", asset.id, view_jpeg)
