@@ -15,6 +15,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -183,6 +184,57 @@ def disk_model(delay: float = 0.0, max_batch: int = 8) -> FunctionModel:
 
         model.predict = slow_predict  # type: ignore[method-assign]
     return model
+
+
+class LiveServer:
+    """uvicorn serving ``create_app(settings, model=...)`` on 127.0.0.1 in its own thread and loop.
+
+    Protocol pings are off: the tests exercise the app's own heartbeat, and a browser the test
+    takes offline must stay connected until the test says otherwise.
+    """
+
+    def __init__(self, settings: Any, model: Any, port: int = 0) -> None:
+        import uvicorn
+
+        from api.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings, model=model), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+            ws_ping_interval=None,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-live", daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        for _ in range(600):
+            if self.server.started or not self.thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,11 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.sync.scene import SHOT, desktop_scene, object_photo
-from tests.conftest import assert_problem, make_settings
-
+from tests.conftest import LiveServer, assert_problem, make_settings
 
 WAIT = 30.0  # seconds for any one server message (CPU inference on a small machine)
 
@@ -37,44 +34,6 @@ WAIT = 30.0  # seconds for any one server message (CPU inference on a small mach
 # ---------------------------------------------------------------------------
 # A real server
 # ---------------------------------------------------------------------------
-
-
-class LiveServer:
-    """uvicorn serving ``create_app(settings, model=...)`` on 127.0.0.1, in its own thread and loop."""
-
-    def __init__(self, settings: Any, model: Any) -> None:
-        from api.app import create_app
-
-        config = uvicorn.Config(
-            create_app(settings, model=model), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-e2e", daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        for _ in range(600):
-            if self.server.started or not self.thread.is_alive():
-                break
-            threading.Event().wait(0.05)
-        assert self.server.started, "uvicorn did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    @property
-    def port(self) -> int:
-        return self.server.servers[0].sockets[0].getsockname()[1]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import LiveServer, make_settings
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives a real Chromium (tests/clients)")
@@ -109,49 +109,6 @@ def collect_console(page: Any, log: list[str], name: str) -> None:
 # ---------------------------------------------------------------------------
 # A real server
 # ---------------------------------------------------------------------------
-
-
-class LiveServer:
-    """uvicorn serving ``create_app(settings, model=...)`` on 127.0.0.1 in its own thread and loop."""
-
-    def __init__(self, settings: Any, model: Any, port: int = 0) -> None:
-        import uvicorn
-
-        from api.app import create_app
-
-        config = uvicorn.Config(
-            create_app(settings, model=model), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-            ws_ping_interval=None,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn-clients", daemon=True)
-
-    def start(self) -> LiveServer:
-        self.thread.start()
-        for _ in range(600):
-            if self.server.started or not self.thread.is_alive():
-                break
-            threading.Event().wait(0.05)
-        assert self.server.started, "uvicorn did not start"
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self.server.servers[0].sockets[0].getsockname()[1]
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager

@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.clients.conftest import PHONE, LiveServer, collect_console, launch, write_y4m
-from tests.conftest import make_settings
+from tests.clients.conftest import PHONE, collect_console, launch, write_y4m
+from tests.conftest import LiveServer, make_settings
 
 pytestmark = pytest.mark.browser
 

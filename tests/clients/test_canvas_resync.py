@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.clients.conftest import LiveServer, collect_console, launch
+from tests.clients.conftest import collect_console, launch
 from tests.clients.test_browser_flow import (
     CANVAS_VIEWPORT,
     canvas_layers,
@@ -47,7 +47,7 @@ from tests.clients.test_browser_flow import (
     stage_box,
     wait_canvas_uploaded,
 )
-from tests.conftest import make_settings
+from tests.conftest import LiveServer, make_settings
 
 pytestmark = pytest.mark.browser
 
