@@ -9,6 +9,7 @@ usually break one of these.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -45,12 +46,24 @@ def centre_spread(src: np.ndarray, dst: np.ndarray, centre: tuple[float, float],
     n = len(src)
     if n < 8:
         return math.inf
-    m = max(6, n // 2)
-    rng = np.random.default_rng(n)  # deterministic: same photo, same answer
+
+    def fit(sub: np.ndarray) -> np.ndarray | None:
+        return cv2.findHomography(src[sub], dst[sub], 0)[0]
+
+    return refit_scatter(fit, n, max(6, n // 2), centre, rounds)
+
+
+def refit_scatter(
+    fit: Callable[[np.ndarray], np.ndarray | None], n: int, m: int, centre: tuple[float, float], rounds: int
+) -> float:
+    """RMS scatter (screen px) of where ``fit`` on random ``m`` of the ``n`` matches puts the centre.
+
+    Infinite when a refit fails. Seeded by ``n``: same photo, same answer.
+    """
+    rng = np.random.default_rng(n)
     pts = []
     for _ in range(rounds):
-        sub = rng.choice(n, m, replace=False)
-        H, _ = cv2.findHomography(src[sub], dst[sub], 0)
+        H = fit(rng.choice(n, m, replace=False) if n else np.zeros(0, np.int64))
         if H is None or not np.all(np.isfinite(H)):
             return math.inf
         pts.append(apply_h(H, [centre])[0])

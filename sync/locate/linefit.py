@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .edges import BOTTOM, LEFT, RIGHT, TOP, EdgeRun
+from .geometry import refit_scatter
 from .imaging import apply_h
 
 
@@ -279,18 +280,7 @@ def centre_spread(
     m = max(need + 1, n // 2)
     if n < m + 1 and need > 0:
         return math.inf
-    rng = np.random.default_rng(n)
-    pts = []
-    for _ in range(rounds):
-        sub = rng.choice(n, m, replace=False) if n else np.zeros(0, np.int64)
-        H = solve(src[sub], dst[sub], line_src, line_dst)
-        if H is None:
-            return math.inf
-        pts.append(apply_h(H, [centre])[0])
-    p = np.asarray(pts)
-    if not np.all(np.isfinite(p)):
-        return math.inf
-    return float(np.sqrt(((p - p.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    return refit_scatter(lambda sub: solve(src[sub], dst[sub], line_src, line_dst), n, m, centre, rounds)
 
 
 def unseen_side_length(
