@@ -79,7 +79,7 @@ def engine_config(settings: Settings, model: SegmentationModel) -> EngineConfig:
         max_queue=max(1, settings.max_queue),
         max_batch=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000.0,
-        extra_passes=choose_passes(settings.extra_passes, model.provider),
+        extra_passes=choose_passes(settings.extra_passes, model.provider, model.any_size),
     )
 
 

@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, description="images processed at once")
     extra_passes: str = Field(
         default="auto",
-        description='extra model runs per image for a better mask: "flip" (+1 run), "zoom" (+1, +2 with flip), '
-        '"flip-uncertain" (+1 run only where the first map is unsure), comma-separated, "" for none; '
-        'auto: flip on a GPU (it shares the batch), flip-uncertain on a CPU',
+        description='extra model runs per image for a better mask: "flip" (+1 run), "aspect" (+1, +2 with flip), '
+        '"zoom" (the crop around the object again), "flip-uncertain"/"aspect-uncertain" (only where the first '
+        'map is unsure), comma-separated, "" for none; auto: flip,aspect on a GPU (they share batches), '
+        'flip-uncertain,aspect-uncertain on a CPU',
     )
     max_queue: int = 16
 

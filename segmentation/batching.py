@@ -27,7 +27,7 @@ from .session import SegmentationModel
 
 @dataclass
 class _Job:
-    tensor: np.ndarray  # (3, S, S)
+    tensor: np.ndarray  # (3, H, W): the preset's square, or another size for the "aspect" pass
     future: asyncio.Future[np.ndarray] = field(repr=False)
 
 
@@ -78,7 +78,7 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     async def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """One (3, S, S) input in, its (S, S) saliency out."""
+        """One (3, H, W) input in, its (H, W) saliency out."""
         if self._queue is None:
             await self.start()
         assert self._queue is not None
@@ -126,22 +126,28 @@ class MicroBatcher:
     async def _execute(self, jobs: list[_Job], lean: bool) -> None:
         assert self._free_lanes is not None
         try:
-            batch = np.stack([job.tensor for job in jobs])
             predict = self.model.predict
             if lean:
                 predict = functools.partial(self.model.predict, lean=True)  # type: ignore[call-arg]
                 self.lean_runs += 1
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(self._executor, predict, batch)
-            except Exception as exc:  # one bad run fails its own jobs, not the worker
-                for job in jobs:
+            # One model run per input size: only same-sized inputs stack into a batch.
+            groups: dict[tuple[int, ...], list[_Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.tensor.shape, []).append(job)
+            loop = asyncio.get_running_loop()
+            for group in groups.values():
+                batch = np.stack([job.tensor for job in group])
+                try:
+                    result = await loop.run_in_executor(self._executor, predict, batch)
+                except Exception as exc:  # one bad run fails its own jobs, not the worker
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                    continue
+                self.batch_sizes = (self.batch_sizes + [len(group)])[-64:]
+                for job, saliency in zip(group, result):
                     if not job.future.done():
-                        job.future.set_exception(exc)
-                return
-            self.batch_sizes = (self.batch_sizes + [len(jobs)])[-64:]
-            for job, saliency in zip(jobs, result):
-                if not job.future.done():
-                    job.future.set_result(saliency)
+                        job.future.set_result(saliency)
         finally:
             self._in_flight -= 1
             self._free_lanes.release()

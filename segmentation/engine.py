@@ -7,9 +7,9 @@ Pipeline for one image (CPU stages on a thread pool, inference on the batcher):
 
 With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``; the engine's own
 default is none, the server's is chosen by ``passes.choose_passes``) the model also
-runs on the mirrored input ("flip", or "flip-uncertain": only when the first map is
-unsure) and/or on the crop around the first pass's object ("zoom"), and the maps are
-merged before refinement.
+runs on the mirrored input ("flip"), on the photo at its own aspect ratio ("aspect"),
+either only when the first map is unsure ("-uncertain"), and/or on the crop around the
+first pass's object ("zoom"), and the maps are merged before refinement.
 
 The full-size decode runs while the model works, so a 12 MP photo costs little
 more than its inference. Where the CPU goes for a 12 MP JPEG (2 cores, ~0.42 CPU s
@@ -48,14 +48,16 @@ from .matting import estimate_foreground
 from .options import ClipOptions
 from .passes import (
     Pass,
+    View,
     ZoomParams,
     crop,
-    flip_merge,
-    flip_needed,
+    is_unsure,
+    merge_views,
+    plan_views,
     zoom_merge,
     zoom_window,
 )
-from .preprocess import fit_within, flipped_input, to_model_input
+from .preprocess import aspect_size, fit_within, flipped_input, to_model_input
 from .session import SegmentationModel
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
@@ -74,8 +76,9 @@ class EngineConfig:
     work_side: int = 1024
     alpha: AlphaParams = field(default_factory=AlphaParams)
     # Extra model runs per image for a better mask (``passes``): "flip" (+1 run),
-    # "flip-uncertain" (+1 only when the first map is unsure), "zoom" (+1, or +2 with flip). Off by default: each run costs as much CPU as
-    # the rest of the pipeline together.
+    # "aspect" (+1, +2 with flip), their "-uncertain" kinds (only when the first map
+    # is unsure), "zoom" (all of that again on the object's crop). Off by default:
+    # on a CPU each run costs about as much as the rest of the pipeline together.
     extra_passes: tuple[Pass, ...] = ()
     zoom: ZoomParams = field(default_factory=ZoomParams)
     # glibc only: keep freed big arrays in one heap for reuse instead of
@@ -123,6 +126,7 @@ class ClipEngine:
         self._slots = asyncio.Semaphore(self.config.concurrency)
         self._admitted = 0
         self._seconds_per_image = 1.0  # running estimate, for Retry-After
+        self._views = plan_views(self.config.extra_passes)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -196,7 +200,7 @@ class ClipEngine:
 
         work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
         tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
-        saliency_task = asyncio.ensure_future(self._saliency(tensor))
+        saliency_task = asyncio.ensure_future(self._saliency(work.rgb, tensor))
         try:
             if full is None:
                 # Short, and overlapping this request's own inference: not a
@@ -209,23 +213,31 @@ class ClipEngine:
             saliency = await self._zoom(saliency, work.rgb)
         return await self._cpu(self._finish, saliency, work, full, options, info)
 
-    async def _saliency(self, tensor: np.ndarray) -> np.ndarray:
-        """The model's map of one input; with the "flip" pass, averaged with the mirrored input's.
+    async def _saliency(self, rgb: np.ndarray, tensor: np.ndarray) -> np.ndarray:
+        """The model's map of ``rgb`` (``tensor`` its square input), with the extra views merged in.
 
-        With "flip-uncertain" the mirrored run follows only when the first map is
-        unsure of itself (``passes.flip_needed``).
+        The views of "flip"/"aspect" run with the first one; those of the -uncertain
+        passes follow only when the first map is unsure of itself (``passes.is_unsure``).
         """
-        passes = self.config.extra_passes
-        if "flip" in passes:
-            # Both runs queue at once: two lanes on a CPU, one batch on a GPU.
-            plain, mirrored = await asyncio.gather(
-                self.batcher.infer(tensor), self.batcher.infer(flipped_input(tensor))
-            )
-            return flip_merge(plain, mirrored)
-        plain = await self.batcher.infer(tensor)
-        if "flip-uncertain" in passes and flip_needed(plain):
-            return flip_merge(plain, await self.batcher.infer(flipped_input(tensor)))
-        return plain
+        now, later = self._views
+        plain, *extra = await asyncio.gather(
+            self.batcher.infer(tensor), *(self._infer_view(rgb, tensor, view) for view in now)
+        )
+        if later and is_unsure(plain):
+            extra += await asyncio.gather(*(self._infer_view(rgb, tensor, view) for view in later))
+        return merge_views([plain, *(m for m in extra if m is not None)])
+
+    async def _infer_view(self, rgb: np.ndarray, tensor: np.ndarray, view: View) -> np.ndarray | None:
+        """One extra view's map, mirrored back where it was mirrored; None where it adds nothing."""
+        if view.aspect:
+            side = self.model.preset.input_size
+            size = aspect_size(rgb.shape[1], rgb.shape[0], side)
+            if not self.model.any_size or size == (side, side):
+                return None  # the square view is the photo's own aspect already
+            tensor = await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
+        if not view.mirrored:
+            return await self.batcher.infer(tensor)
+        return (await self.batcher.infer(flipped_input(tensor)))[..., ::-1]
 
     async def _zoom(self, saliency: np.ndarray, work_rgb: np.ndarray) -> np.ndarray:
         """The "zoom" pass: the model again on the crop around the object, merged in."""
@@ -233,8 +245,9 @@ class ClipEngine:
         window = zoom_window(saliency, work_size, self.config.zoom)
         if window is None:
             return saliency
-        tensor = await self._cpu(to_model_input, crop(work_rgb, window), self.model.preset)
-        zoomed = await self._saliency(tensor)
+        cropped = crop(work_rgb, window)
+        tensor = await self._cpu(to_model_input, cropped, self.model.preset)
+        zoomed = await self._saliency(cropped, tensor)
         return zoom_merge(saliency, zoomed, window, work_size, self.model.preset.input_size, self.config.zoom)
 
     async def _decode(

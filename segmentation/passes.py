@@ -1,18 +1,24 @@
 """Extra model passes over one photo, and how their saliency maps merge into one.
 
 The model sees the whole photo squeezed into its 320x320 input, so a small object
-gets few input pixels and its thin parts are lost; and it sees the photo one way
-round only. Two optional passes, each one more model run per image:
+gets few input pixels and its thin parts are lost, shapes are stretched, and it sees
+the photo one way round only. Optional passes, each one or more model runs per image:
 
 * **zoom**: a second run on the crop around the first pass's object (with a margin
   for context), so the object fills the input; its map replaces the first one inside
   the crop (blended over a border), at the crop's own, finer, resolution.
 * **flip**: the mirrored photo as well, its map mirrored back and averaged in
   (test-time augmentation: the model's left/right whims average out).
-* **flip-uncertain**: flip only where the first map is unsure of itself
-  (``flip_needed``): a wide band of mid-range saliency around a small solid object.
-  On the quality benchmark about a quarter of the images get the second run, and
-  they hold nearly all of flip's gain.
+* **aspect**: the photo at its own aspect ratio as well (shorter side 320, e.g.
+  416x320 for 4:3; ``preprocess.aspect_size``), for a model that takes any input
+  size: undistorted shapes, more pixels along the longer side. With flip, its mirror
+  too. The maps are averaged on the larger grid. Alone, the undistorted view is no
+  better than the square one; averaged with it (and their mirrors) the errors of the
+  two disagree and cancel.
+* **flip-uncertain** / **aspect-uncertain**: the same, only where the first map is
+  unsure of itself (``is_unsure``): a wide band of mid-range saliency around a small
+  solid object. On the quality benchmark about a quarter of the images get the
+  extra runs, and they hold nearly all of the gain.
 
 The merged map is on a grid of the working image's aspect (not the model's square),
 so ``alpha.refine_alpha`` takes it as it takes a plain model map.
@@ -27,8 +33,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-Pass = Literal["zoom", "flip", "flip-uncertain"]
-PASSES: tuple[Pass, ...] = ("zoom", "flip", "flip-uncertain")
+Pass = Literal["zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain"]
+PASSES: tuple[Pass, ...] = ("zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain")
 
 
 def parse_passes(value: str | Sequence[str] | None) -> tuple[Pass, ...]:
@@ -40,38 +46,48 @@ def parse_passes(value: str | Sequence[str] | None) -> tuple[Pass, ...]:
     unknown = wanted - set(PASSES)
     if unknown:
         raise ValueError(f"unknown saliency pass(es) {sorted(unknown)}; choose from {', '.join(PASSES)}")
-    if "flip" in wanted:
-        wanted.discard("flip-uncertain")  # flip always runs: nothing left to decide
+    for always in ("flip", "aspect"):
+        if always in wanted:
+            wanted.discard(f"{always}-uncertain")  # it always runs: nothing left to decide
     return tuple(p for p in PASSES if p in wanted)
 
 
-# Where one more model run per image is cheap: on a GPU the two runs share one batch.
-# On a CPU it is not: measured with the int8 graph, flip took the server from 0.34 to
-# 0.45 CPU s per 12 MP image (throughput at concurrency 4 from 3.9x rembg's to 3.0x)
-# for +0.005 weighted F. So a CPU flips only the images whose first map is unsure
-# ("flip-uncertain"): ~26 % of the benchmark's, for ~92 % of flip's weighted-F and
-# MAE gain; ARCLIP_EXTRA_PASSES=flip flips every image where wanted.
+# Where more model runs per image are cheap: on a GPU the views share one batch
+# (one per input size). On a CPU they are not: measured with the int8 graph, flip
+# alone took the server from 0.34 to 0.45 CPU s per 12 MP image (throughput at
+# concurrency 4 from 3.9x rembg's to 3.0x). So a CPU runs the extra views only for
+# the images whose first map is unsure: ~26 % of the quality benchmark's, which
+# hold nearly all of the gain (weighted F 0.9006 against 0.9010 with every image).
 _BATCHING_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 
 
-def choose_passes(requested: str, provider: str) -> tuple[Pass, ...]:
-    """``"auto"``: the flip pass on a GPU, flip-uncertain on a CPU; anything else as parsed."""
+def choose_passes(requested: str, provider: str, any_size: bool = True) -> tuple[Pass, ...]:
+    """``"auto"``: flip and aspect on a GPU, their -uncertain kinds on a CPU; else as parsed.
+
+    ``any_size``: whether the model takes inputs other than its square; where it does
+    not, the aspect passes are left out.
+    """
     if requested.strip().lower() != "auto":
-        return parse_passes(requested)
-    return ("flip",) if provider in _BATCHING_PROVIDERS else ("flip-uncertain",)
+        chosen = parse_passes(requested)
+    elif provider in _BATCHING_PROVIDERS:
+        chosen = ("flip", "aspect")
+    else:
+        chosen = ("flip-uncertain", "aspect-uncertain")
+    return chosen if any_size else tuple(p for p in chosen if not p.startswith("aspect"))
 
 
-# "flip-uncertain": the first map is unsure when its mid-range band (0.1 < s < 0.9)
+# "-uncertain" passes: the first map is unsure when its mid-range band (0.1 < s < 0.9)
 # covers more than this fraction of its solid area (s > 0.5). Chosen on the quality
 # benchmark's tuning half (even seeds) from the cached maps: 0.2 sits in the middle
 # of a plateau (0.14-0.25) where the flipped images keep nearly all of flip's gain;
 # it flips 26 % of the tuning half and 27 % of the held-out half (wF 0.8966 -> 0.8997
 # there, MAE 0.0360 -> 0.0337, against 0.8986 / 0.0335 with flip on every image).
+# Re-checked with the aspect views: 0.1 and 0.15 gave no more on the tuning half.
 UNCERTAIN_BAND = 0.2
 
 
-def flip_needed(saliency: np.ndarray, band: float = UNCERTAIN_BAND) -> bool:
-    """Whether the first pass's map is unsure enough to be worth the mirrored run.
+def is_unsure(saliency: np.ndarray, band: float = UNCERTAIN_BAND) -> bool:
+    """Whether the first pass's map is unsure enough to be worth the extra views.
 
     Deterministic, from the map alone (any grid): the mid-range pixels (0.1-0.9)
     relative to the solid ones (> 0.5). A crisp object has only a thin rim of
@@ -81,6 +97,42 @@ def flip_needed(saliency: np.ndarray, band: float = UNCERTAIN_BAND) -> bool:
     unsure = np.count_nonzero((s > 0.1) & (s < 0.9))
     solid = np.count_nonzero(s > 0.5)
     return unsure > band * max(solid, 1e-3 * s.size)
+
+
+@dataclass(frozen=True)
+class View:
+    """One model run over the whole photo besides the plain square one."""
+
+    aspect: bool  # at the photo's own aspect ratio (else the model's square)
+    mirrored: bool
+
+
+def _views(flip: bool, aspect: bool) -> list[View]:
+    views = [View(aspect=False, mirrored=True)] if flip else []
+    if aspect:
+        views.append(View(aspect=True, mirrored=False))
+        if flip:
+            views.append(View(aspect=True, mirrored=True))
+    return views
+
+
+def plan_views(passes: Sequence[Pass]) -> tuple[list[View], list[View]]:
+    """The extra views to run with the first pass, and those to add when it ``is_unsure``."""
+    flip, aspect = "flip" in passes, "aspect" in passes
+    now = _views(flip, aspect)
+    later = _views(flip or "flip-uncertain" in passes, aspect or "aspect-uncertain" in passes)
+    return now, [v for v in later if v not in now]
+
+
+def merge_views(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Average maps of the same photo (mirrored ones already mirrored back) on the largest grid."""
+    if len(maps) == 1:
+        return maps[0]
+    height, width = max((m.shape for m in maps), key=lambda shape: shape[0] * shape[1])
+    total = np.zeros((height, width), np.float32)
+    for m in maps:
+        total += m if m.shape == (height, width) else cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+    return total * np.float32(1.0 / len(maps))
 
 
 @dataclass(frozen=True)
@@ -116,11 +168,6 @@ class ZoomParams:
     # Zoomed in, the model also finds new things to be fooled by; an average keeps
     # what both passes agree on.
     blend: float = 0.5
-
-
-def flip_merge(saliency: np.ndarray, flipped: np.ndarray) -> np.ndarray:
-    """Average a map with the mirrored-back map of the mirrored photo."""
-    return (saliency + flipped[..., ::-1]) * np.float32(0.5)
 
 
 def zoom_window(saliency: np.ndarray, work_size: tuple[int, int], params: ZoomParams = ZoomParams()) -> Window | None:

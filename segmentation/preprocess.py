@@ -8,11 +8,15 @@ import numpy as np
 from .models import Preset
 
 
-def to_model_input(rgb: np.ndarray, preset: Preset) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, S, S) float32, normalised as the model family was trained."""
-    size = preset.input_size
-    shrinking = rgb.shape[0] >= size and rgb.shape[1] >= size
-    resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+def to_model_input(rgb: np.ndarray, preset: Preset, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, S, S) float32, normalised as the model family was trained.
+
+    ``size`` = (width, height) instead of the preset's square (``aspect_size``), for a
+    model that takes any input size.
+    """
+    width, height = size or (preset.input_size, preset.input_size)
+    shrinking = rgb.shape[0] >= height and rgb.shape[1] >= width
+    resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     x = resized.astype(np.float32)
     peak = float(x.max()) if preset.scale_by_max else 255.0
     x *= 1.0 / max(peak, 1.0)
@@ -24,6 +28,25 @@ def to_model_input(rgb: np.ndarray, preset: Preset) -> np.ndarray:
 def flipped_input(tensor: np.ndarray) -> np.ndarray:
     """A (3, S, S) model input mirrored left-right: the mirrored photo's input, without redoing it."""
     return np.ascontiguousarray(tensor[:, :, ::-1])
+
+
+# The U²-Net family halves its maps five times: inputs are kept to multiples of 32.
+_STRIDE = 32
+# The aspect view's longer side is at most this many times its shorter one (a
+# panorama would otherwise cost a run many times the square one's).
+_MAX_ASPECT = 2.0
+
+
+def aspect_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The model input (w, h) that keeps the photo's aspect: shorter side ``side``.
+
+    The longer side is rounded to a multiple of 32 and capped at twice ``side``; a
+    photo that is about square gets (side, side), the square input itself.
+    """
+    short, long = min(width, height), max(width, height)
+    scaled = min(long * side / max(short, 1), _MAX_ASPECT * side)
+    long_side = max(side, int(round(scaled / _STRIDE)) * _STRIDE)
+    return (long_side, side) if width >= height else (side, long_side)
 
 
 def fit_within(width: int, height: int, side: int) -> tuple[int, int]:

@@ -19,7 +19,9 @@ the same proof.
 The proof: a few generated probe images are run through the fp32 graph when
 the int8 one is built; their outputs are kept beside it and every load re-runs
 the probes on the int8 graph and compares (the same check as the dynamic batch
-dimension's). A cached graph that is corrupt, stale or no longer agrees is
+dimension's). The graph is built with a symbolic image size (``session.make_dims_dynamic``,
+before shape inference could fold 320x320 into it), so the build also compares one
+probe at a 4:3 size, the "aspect" pass's kind of input. A cached graph that is corrupt, stale or no longer agrees is
 rebuilt; a graph that does not agree when built is refused.
 """
 
@@ -41,11 +43,13 @@ import numpy as np
 from .calibration import model_inputs
 from .errors import ModelError
 from .models import ModelSpec, Preset
+from .session import make_dims_dynamic
 
 log = logging.getLogger("arclip.segmentation")
 
 # Bump when the build below changes in a way that changes its output.
-RECIPE_VERSION = 1
+# 2: built from the graph with symbolic batch and image size (any input size).
+RECIPE_VERSION = 2
 _PROBE_SEED = 1234
 
 
@@ -78,6 +82,9 @@ class Agreement:
 
     def within(self, tolerance: Tolerance) -> bool:
         return self.mean_abs <= tolerance.mean_abs and self.flipped <= tolerance.flipped
+
+    def worst(self, other: Agreement) -> Agreement:
+        return Agreement(mean_abs=max(self.mean_abs, other.mean_abs), flipped=max(self.flipped, other.flipped))
 
     def __str__(self) -> str:
         return f"mean |Δ| {self.mean_abs:.4f}, {self.flipped * 100:.2f} % of pixels flipped"
@@ -132,6 +139,10 @@ def load_or_build_int8(
     data = _quantize(model_bytes, recipe, spec)
     expected = run_graph(model_bytes, probe_inputs, spec.preset)
     agreement = compare(run_graph(data, probe_inputs, spec.preset), expected)
+    # One probe at a 4:3 size as well, for the "aspect" pass (the graph stays dynamic).
+    wide = _widened(probe_inputs[:1], spec.preset)
+    reference = run_graph(make_dims_dynamic(model_bytes)[0], wide, spec.preset)
+    agreement = agreement.worst(compare(run_graph(data, wide, spec.preset), reference))
     if not agreement.within(tolerance):
         raise QuantizationRefused(
             f"The int8 version of {spec.name} strays too far from fp32 ({agreement}; allowed: mean |Δ| "
@@ -146,8 +157,18 @@ def compare(outputs: np.ndarray, expected: np.ndarray) -> Agreement:
     return Agreement(mean_abs=float(np.mean(np.abs(outputs - expected))), flipped=flipped)
 
 
+def _widened(inputs: np.ndarray, preset: Preset) -> np.ndarray:
+    """The (N, 3, S, S) inputs stretched to the "aspect" pass's input for a 4:3 photo."""
+    import cv2
+
+    from .preprocess import aspect_size
+
+    width, height = aspect_size(4, 3, preset.input_size)
+    return np.stack([cv2.resize(x.transpose(1, 2, 0), (width, height)).transpose(2, 0, 1) for x in inputs])
+
+
 def run_graph(model_bytes: bytes, inputs: np.ndarray, preset: Preset) -> np.ndarray:
-    """(N, 3, S, S) -> (N, S, S) saliency, one image at a time on one CPU thread."""
+    """(N, 3, H, W) -> (N, H, W) saliency, one image at a time on one CPU thread."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -155,8 +176,7 @@ def run_graph(model_bytes: bytes, inputs: np.ndarray, preset: Preset) -> np.ndar
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
-    size = preset.input_size
-    results = [session.run([output], {name: x[None]})[0].reshape(size, size) for x in inputs]
+    results = [session.run([output], {name: x[None]})[0].reshape(x.shape[-2:]) for x in inputs]
     out = np.stack(results).astype(np.float32)
     return 1.0 / (1.0 + np.exp(-out)) if preset.apply_sigmoid else out
 
@@ -201,6 +221,8 @@ def _quantize(model_bytes: bytes, recipe: Int8Recipe, spec: ModelSpec) -> bytes:
             raise QuantizationRefused(f"The int8 recipe for {spec.name} names nodes the graph lacks: {missing}")
         with tempfile.TemporaryDirectory(prefix="arclip-int8-") as tmp:
             source, prepared, quantized = (Path(tmp) / n for n in ("source.onnx", "prepared.onnx", "int8.onnx"))
+            # A symbolic batch and image size, before shape inference can fold 1x320x320 into it.
+            model = onnx.load_from_string(make_dims_dynamic(model.SerializeToString())[0])
             onnx.save(model, str(source))
             # Shape inference (and onnxruntime's basic fusions) first, as the quantizer expects.
             quant_pre_process(str(source), str(prepared))

@@ -1,4 +1,4 @@
-"""Inference sessions: one onnxruntime session per process, batch dimension made dynamic.
+"""Inference sessions: one onnxruntime session per process, batch and image size made dynamic.
 
 ``SegmentationModel`` is the seam the batcher and engine depend on;
 ``OnnxModel`` is the real adapter, ``FunctionModel`` an in-memory one for tests.
@@ -32,30 +32,37 @@ class SegmentationModel(Protocol):
     preset: Preset
     provider: str
     max_batch: int
+    # Takes inputs of any (h, w), not only the preset's square (the "aspect" pass).
+    any_size: bool
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 normalised input -> (N, S, S) float32 saliency in [0, 1]."""
         ...
 
 
-def _make_batch_dynamic(model_bytes: bytes) -> tuple[bytes, bool]:
-    """Rewrite the graph's leading input/output dimension to a symbolic ``batch``.
+def make_dims_dynamic(model_bytes: bytes) -> tuple[bytes, bool]:
+    """Rewrite the graph's batch (and, for images, height and width) dimensions as symbolic.
 
-    The shipped u2netp has a fixed batch of 1; ops inside are batch-agnostic, so
-    freeing the outer dims (and dropping stale inferred shapes) is enough. The
-    caller verifies outputs are unchanged before trusting it.
+    The shipped u2netp has a fixed batch of 1 and a fixed 320x320 size; its ops are
+    batch- and size-agnostic (its resizes take their sizes from the tensors), so freeing
+    the outer dims (and dropping stale inferred shapes) is enough. Returns whether the
+    batch dimension changed. The caller proves the result before trusting it (batching
+    exactness; a run at another size).
     """
     import onnx
 
     model = onnx.load_from_string(model_bytes)
-    changed = False
+    changed = rewritten = False
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value"):
-            dims[0].ClearField("dim_value")
-            dims[0].dim_param = "batch"
-            changed = True
-    if changed:
+        names = ("batch", None, "height", "width") if len(dims) == 4 else ("batch",)
+        for dim, name in zip(dims, names):
+            if name is not None and dim.HasField("dim_value"):
+                dim.ClearField("dim_value")
+                dim.dim_param = name
+                rewritten = True
+                changed |= name == "batch"
+    if rewritten:
         del model.graph.value_info[:]
     return model.SerializeToString(), changed
 
@@ -115,9 +122,7 @@ class OnnxModel:
         on_cpu = self._providers[0] == "CPUExecutionProvider"
         graph, self.precision = self._graph_for(raw, precision, on_cpu, derived_dir)
         try:
-            # The int8 graph's shapes were folded for one image when it was built
-            # (its resize sizes say batch 1): it keeps its fixed batch, as CPUs run anyway.
-            dynamic, changed = _make_batch_dynamic(graph) if self.precision == "fp32" else (graph, False)
+            dynamic, changed = make_dims_dynamic(graph)
         except Exception as exc:
             raise ModelError(f"{spec.path} is not a valid ONNX model: {exc}") from exc
         # onnxruntime's CPU arena keeps each session's peak activations (~250 MB
@@ -158,9 +163,11 @@ class OnnxModel:
         if self.max_batch > 1 and not self._batching_is_exact():
             log.warning("batching changes %s outputs; running one image at a time", spec.name)
             self.max_batch = 1
+        self.any_size = self._takes_any_size()
         log.info(
-            "model %s (%s, %s) on %s, %d intra-op threads, max batch %d",
+            "model %s (%s, %s) on %s, %d intra-op threads, max batch %d%s",
             spec.name, self.preset.family, self.precision, self.provider, threads, self.max_batch,
+            "" if self.any_size else ", square inputs only",
         )
 
     def _graph_for(
@@ -204,30 +211,48 @@ class OnnxModel:
             out = 1.0 / (1.0 + np.exp(-out))
         return out
 
-    def _batching_is_exact(self) -> bool:
-        """Prove that a batch of two gives what two single runs give."""
+    def _probe(self, batch: np.ndarray) -> np.ndarray:
+        """A start-up check's run, its memory given back to the OS afterwards.
+
+        Without the shrink, a batch-of-two run leaves the CPU arena ~250 MB bigger for
+        the process's life even where batching is then switched off (CPU).
+        """
         import onnxruntime as ort
 
-        size = self.preset.input_size
-        rng = np.random.default_rng(0)
-        pair = rng.standard_normal((2, 3, size, size)).astype(np.float32)
-        # Give the check's memory back to the OS afterwards: without this, the
-        # batch-of-two run leaves the CPU arena ~250 MB bigger for the process's
-        # life even where batching is then switched off (CPU).
-        shrink: object = None
         if self._cpu_arena:
             shrink = ort.RunOptions()
             shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")  # type: ignore[attr-defined]
-        try:
-            together = self._run(pair, shrink)
-        except Exception:
-            shrink = None  # a provider set without a CPU arena to shrink: check all the same
             try:
-                together = self._run(pair)
+                return self._run(batch, shrink)
             except Exception:
-                return False
-        apart = np.concatenate([self._run(pair[i : i + 1], shrink) for i in range(2)])
+                pass  # a provider set without a CPU arena to shrink: check all the same
+        return self._run(batch)
+
+    def _batching_is_exact(self) -> bool:
+        """Prove that a batch of two gives what two single runs give."""
+        size = self.preset.input_size
+        rng = np.random.default_rng(0)
+        pair = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+        try:
+            together = self._probe(pair)
+        except Exception:
+            return False
+        apart = np.concatenate([self._probe(pair[i : i + 1]) for i in range(2)])
         return bool(np.allclose(together, apart, atol=1e-4))
+
+    def _takes_any_size(self) -> bool:
+        """Whether the graph runs at a size other than its square one, map the input's size.
+
+        A graph with fixed reshapes inside fails here (or returns the wrong size) and
+        keeps to square inputs; the "aspect" pass is then skipped.
+        """
+        size = self.preset.input_size
+        wide = np.random.default_rng(0).standard_normal((1, 3, size, size + 64)).astype(np.float32)
+        try:
+            out = self._probe(wide)
+        except Exception:
+            return False
+        return out.shape[-2:] == (size, size + 64) and bool(np.isfinite(out).all())
 
     def predict(self, batch: np.ndarray, *, lean: bool = False) -> np.ndarray:
         """``lean``: run on one thread (the server is busy with other requests' CPU stages)."""
@@ -263,6 +288,7 @@ class FunctionModel:
 
     provider = "FunctionModel"
     precision = "fp32"
+    any_size = True
 
     def __init__(self, preset: Preset, fn: Callable[[np.ndarray], np.ndarray], max_batch: int = 8) -> None:
         self.preset = preset

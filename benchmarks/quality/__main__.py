@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .build import GRAPHIC_BACKGROUNDS
 from .metrics import (
     HIGHER_IS_BETTER,
     LABELS,
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "EXIF-rotated": lambda s: s["exif_orientation"] != 1,
         "upright": lambda s: s["exif_orientation"] == 1,
         "small object (<10% of frame)": lambda s: s["object_fraction"] < 0.10,
+        "photograph backgrounds": lambda s: s["background"] not in GRAPHIC_BACKGROUNDS,
+        "graphic backgrounds": lambda s: s["background"] in GRAPHIC_BACKGROUNDS,
     }
     results: dict[str, dict] = {}
     for label, keep in subsets.items():

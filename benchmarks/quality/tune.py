@@ -2,14 +2,15 @@
 
     python -m benchmarks.quality.tune [--data .bench/quality] [--split tune|heldout|all] [--extra-passes flip,zoom]
 
-(``--extra-passes flip-uncertain`` also prints how many images got the mirrored run.)
+(with ``-uncertain`` passes it also prints how many images got the extra views.)
 
 The model's saliency does not change while one tunes mask-to-alpha, so it is
 computed once per image (``cache/NNNN.npy``) and only ``saliency_to_alpha`` (plus
 the foreground colour estimate) runs again. The decode path mirrors the engine's:
 a reduced decode for the working image and a full one for the output.
 With ``--extra-passes`` the extra model runs (``segmentation.passes``) are cached
-as well (``NNNN.flip.npy``, ``NNNN.zoom-<window>.npy``) and merged as the engine does.
+as well (``NNNN.flip.npy``, ``NNNN.aspect.npy``, ``NNNN.aspect.flip.npy``,
+``NNNN.zoom-<window>.npy`` and its views) and merged as the engine does.
 Tune on the even seeds; look at the odd ones only to report.
 """
 
@@ -42,9 +43,9 @@ class Item:
     gt: np.ndarray
     fg: np.ndarray
     shadow: np.ndarray | None
-    # Extra model passes (``segmentation.passes``), cached like the first one:
-    # "flip" (the mirrored photo's map, not yet mirrored back), "zoom" (the map of
-    # the crop ``window``) and "zoom-flip" (the mirrored crop's).
+    # Extra model passes (``segmentation.passes``), cached like the first one, by
+    # view (``VIEW_NAMES``; mirrored maps not yet mirrored back): "flip", "aspect",
+    # "aspect.flip"; "zoom" (the map of the crop ``window``) and its "zoom-<view>".
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     window: object | None = None  # segmentation.passes.Window
 
@@ -73,19 +74,21 @@ def _decode_pair(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _LazyModel:
-    """The model, loaded on first use only (a warm cache never needs it)."""
+    """The model as the server builds it, loaded on first use only (a warm cache never needs it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str) -> None:
+        self._precision = precision
         self._model = None
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         from segmentation.preprocess import to_model_input
 
         if self._model is None:
-            from segmentation import OnnxModel, resolve_model
+            from api.app import build_model
+            from api.settings import Settings
 
-            self._model = OnnxModel(resolve_model("u2netp"))
-        return self._model.predict(to_model_input(np.ascontiguousarray(rgb), self._model.preset)[None])[0]
+            self._model = build_model(Settings(model="u2netp", model_precision=self._precision))  # type: ignore[arg-type]
+        return self._model.predict(to_model_input(np.ascontiguousarray(rgb), self._model.preset, size)[None])[0]
 
 
 def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -96,13 +99,32 @@ def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     return value
 
 
-def add_passes(item: Item, cache: Path, model: Callable[[np.ndarray], np.ndarray], zoom=None) -> None:  # type: ignore[no-untyped-def]
+# Cache names of the extra views (``segmentation.passes.View``: aspect, mirrored).
+VIEW_NAMES = {(False, True): "flip", (True, False): "aspect", (True, True): "aspect.flip"}
+
+
+def _view_maps(cache: Path, tag: str, rgb: np.ndarray, model: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
+    """Every extra view's map of ``rgb`` (mirrored ones as the model gave them)."""
+    from segmentation.preprocess import aspect_size
+
+    side = 320  # u2netp's input
+    size = aspect_size(rgb.shape[1], rgb.shape[0], side)
+    maps = {}
+    for (aspect, mirrored), name in VIEW_NAMES.items():
+        if aspect and size == (side, side):
+            continue  # the engine skips it too: the square view is the photo's aspect
+        seen = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
+        maps[name] = _cached(cache / f"{tag}.{name}.npy", lambda: model(seen, size if aspect else None))
+    return maps
+
+
+def add_passes(item: Item, cache: Path, model: Callable[..., np.ndarray], zoom=None) -> None:  # type: ignore[no-untyped-def]
     """Cache and attach the extra passes' maps; ``zoom`` is a ``passes.ZoomParams``."""
     from segmentation.passes import ZoomParams, crop, zoom_window
 
     zoom = zoom or ZoomParams()
     key = item.sample["id"]
-    item.extra["flip"] = _cached(cache / f"{key}.flip.npy", lambda: model(item.work[:, ::-1]))
+    item.extra.update(_view_maps(cache, key, item.work, model))
     work_size = (item.work.shape[1], item.work.shape[0])
     item.window = zoom_window(item.saliency, work_size, zoom)
     if item.window is None:
@@ -110,59 +132,58 @@ def add_passes(item: Item, cache: Path, model: Callable[[np.ndarray], np.ndarray
     w = item.window
     tag = f"{key}.zoom-{w.left}-{w.top}-{w.right}-{w.bottom}"
     item.extra["zoom"] = _cached(cache / f"{tag}.npy", lambda: model(crop(item.work, w)))
-    item.extra["zoom-flip"] = _cached(cache / f"{tag}.flip.npy", lambda: model(crop(item.work, w)[:, ::-1]))
+    item.extra.update({f"zoom-{k}": v for k, v in _view_maps(cache, tag, crop(item.work, w), model).items()})
+
+
+def _merged_views(first: np.ndarray, maps: dict[str, np.ndarray], passes: tuple[str, ...]) -> np.ndarray:
+    """As ``ClipEngine._saliency`` merges: the planned views, the later ones only when unsure."""
+    from segmentation.passes import is_unsure, merge_views, plan_views
+
+    now, later = plan_views(passes)  # type: ignore[arg-type]
+    views = now + (later if later and is_unsure(first) else [])
+    names = [VIEW_NAMES[(v.aspect, v.mirrored)] for v in views]
+    return merge_views([first, *(maps[n][..., ::-1] if n.endswith("flip") else maps[n] for n in names if n in maps)])
 
 
 def merged_saliency(item: Item, passes: tuple[str, ...], zoom=None) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The map the engine would hand to ``refine_alpha`` with these extra passes.
 
-    One difference: the zoom window comes from the plain first pass even with
-    "flip" (the engine boxes the flip-averaged map), so the cache serves every
-    combination; ``python -m benchmarks.quality --extra-passes`` gives the exact figures.
+    One difference: the zoom window comes from the plain first pass even with other
+    views (the engine boxes the merged map), so the cache serves every combination;
+    ``python -m benchmarks.quality --extra-passes`` gives the exact figures.
     """
-    from segmentation.passes import ZoomParams, flip_merge, flip_needed, zoom_merge
+    from segmentation.passes import ZoomParams, zoom_merge
 
     zoom = zoom or ZoomParams()
-
-    def flip(first: np.ndarray) -> bool:  # as the engine decides, per model run
-        return "flip" in passes or ("flip-uncertain" in passes and flip_needed(first))
-
-    saliency = flip_merge(item.saliency, item.extra["flip"]) if flip(item.saliency) else item.saliency
+    saliency = _merged_views(item.saliency, item.extra, passes)
     if "zoom" not in passes or item.window is None:
         return saliency
-    zoomed = item.extra["zoom"]
-    zoomed = flip_merge(zoomed, item.extra["zoom-flip"]) if flip(zoomed) else zoomed
+    crop_maps = {k.removeprefix("zoom-"): v for k, v in item.extra.items() if k.startswith("zoom-")}
+    zoomed = _merged_views(item.extra["zoom"], crop_maps, passes)
     work_size = (item.work.shape[1], item.work.shape[0])
     return zoom_merge(saliency, zoomed, item.window, work_size, item.saliency.shape[-1], zoom)
 
 
 def load(
-    data_dir: Path, split: str = "tune", limit: int | None = None, passes: bool = False, zoom=None  # type: ignore[no-untyped-def]
+    data_dir: Path, split: str = "tune", limit: int | None = None, passes: bool = False, zoom=None,  # type: ignore[no-untyped-def]
+    precision: str = "int8",
 ) -> list[Item]:
+    """The split's items with their model maps, cached under ``cache/<precision>/``.
+
+    ``precision``: int8 is what a CPU server runs (``ARCLIP_MODEL_PRECISION=auto``).
+    """
     samples = json.loads((data_dir / "manifest.json").read_text())["samples"]
     if split != "all":
         samples = [s for s in samples if s["split"] == split]
     samples = samples[:limit] if limit else samples
-    cache = data_dir / "cache"
-    cache.mkdir(exist_ok=True)
-    model = None
-    extra_model = _LazyModel()
+    cache = data_dir / "cache" / precision
+    cache.mkdir(parents=True, exist_ok=True)
+    model = _LazyModel(precision)
     items = []
     for s in samples:
         data = (data_dir / s["image"]).read_bytes()
         work, full = _decode_pair(data)
-        path = cache / f"{s['id']}.npy"
-        if path.exists():
-            saliency = np.load(path)
-        else:
-            if model is None:
-                from segmentation import OnnxModel, resolve_model
-
-                model = OnnxModel(resolve_model("u2netp"))
-            from segmentation.preprocess import to_model_input
-
-            saliency = model.predict(to_model_input(work, model.preset)[None])[0]
-            np.save(path, saliency)
+        saliency = _cached(cache / f"{s['id']}.npy", lambda: model(work))
         gt = np.asarray(Image.open(data_dir / s["gt"]).convert("L"))
         fg = np.asarray(Image.open(data_dir / s["fg"]).convert("RGB"))
         shadow = None
@@ -170,7 +191,7 @@ def load(
             shadow = np.asarray(Image.open(data_dir / s["shadow_map"]).convert("L"))
         item = Item(s, saliency, work, full, gt, fg, shadow)
         if passes:
-            add_passes(item, cache, extra_model, zoom)
+            add_passes(item, cache, model, zoom)
         items.append(item)
     return items
 
@@ -214,19 +235,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path(".bench/quality"))
     parser.add_argument("--split", choices=("tune", "heldout", "all"), default="tune")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="int8: what a CPU server runs")
     parser.add_argument(
-        "--extra-passes", default="", help="flip, flip-uncertain, zoom or e.g. flip,zoom (model runs cached too)"
+        "--extra-passes", default="", help="as ARCLIP_EXTRA_PASSES, e.g. flip-uncertain,aspect-uncertain (model runs cached too)"
     )
     args = parser.parse_args(argv)
     from segmentation.passes import parse_passes
 
     passes = parse_passes(args.extra_passes)
-    items = load(args.data, args.split, args.limit, passes=bool(passes))
-    if "flip-uncertain" in passes:
-        from segmentation.passes import flip_needed
+    items = load(args.data, args.split, args.limit, passes=bool(passes), precision=args.precision)
+    if any(p.endswith("-uncertain") for p in passes):
+        from segmentation.passes import is_unsure
 
-        flipped = sum(flip_needed(item.saliency) for item in items)
-        print(f"flip-uncertain: mirrored run on {flipped}/{len(items)} images ({flipped / max(len(items), 1):.0%})")
+        unsure = sum(is_unsure(item.saliency) for item in items)
+        print(f"-uncertain passes: extra views on {unsure}/{len(items)} images ({unsure / max(len(items), 1):.0%})")
     for item in items:
         if passes:
             item.saliency = merged_saliency(item, passes)

@@ -24,6 +24,21 @@ def tensors(count: int) -> list[np.ndarray]:
     return [rng.standard_normal((3, 320, 320)).astype(np.float32) for _ in range(count)]
 
 
+async def test_inputs_of_different_sizes_run_in_batches_of_their_own_size() -> None:
+    model = mean_model(max_batch=8)
+    batcher = MicroBatcher(model, max_wait=0.05)
+    await batcher.start()
+    try:
+        rng = np.random.default_rng(1)
+        inputs = [rng.standard_normal((3, 320, w)).astype(np.float32) for w in (320, 416, 320, 416, 576)]
+        outputs = await asyncio.gather(*(batcher.infer(t) for t in inputs))
+    finally:
+        await batcher.close()
+    assert sorted(model.batches) == [1, 2, 2]  # one run per size, all from one collected batch
+    for t, out in zip(inputs, outputs):
+        assert out.shape == t.shape[1:] and np.allclose(out, t.mean(axis=0))
+
+
 async def test_concurrent_requests_share_one_batch() -> None:
     model = mean_model(max_batch=8)
     batcher = MicroBatcher(model, max_wait=0.05)

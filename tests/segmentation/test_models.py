@@ -1,4 +1,4 @@
-"""The model registry, loading errors, execution providers and the dynamic batch dimension."""
+"""The model registry, loading errors, execution providers, the dynamic batch and image size."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from segmentation import ModelError, OnnxModel, resolve_model
 from segmentation.models import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelSpec
 from segmentation.preprocess import to_model_input
-from segmentation.session import _make_batch_dynamic, choose_providers
+from segmentation.session import choose_providers, make_dims_dynamic
 from tests.conftest import photo
 
 # --- registry ------------------------------------------------------------------------
@@ -145,16 +145,41 @@ def test_batching_that_changes_outputs_is_refused(tmp_path: Path) -> None:
 # --- the shipped u2netp, batch made dynamic --------------------------------------------------
 
 
-def test_shipped_u2netp_has_fixed_batch_and_is_rewritten() -> None:
+def test_shipped_u2netp_has_fixed_dims_and_is_rewritten() -> None:
     raw = resolve_model("u2netp").path.read_bytes()
     original = onnx.load_from_string(raw)
-    assert original.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
-    rewritten, changed = _make_batch_dynamic(raw)
+    assert [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 320, 320]
+    rewritten, changed = make_dims_dynamic(raw)
     assert changed
     graph = onnx.load_from_string(rewritten).graph
-    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", 3, "height", "width"]
     for value in list(graph.input) + list(graph.output):
-        assert not value.type.tensor_type.shape.dim[0].HasField("dim_value")
+        dims = value.type.tensor_type.shape.dim
+        assert not any(dims[i].HasField("dim_value") for i in (0, 2, 3))
+
+
+def test_u2netp_takes_the_photos_aspect(u2netp_model: OnnxModel) -> None:
+    assert u2netp_model.any_size
+    rgb = photo(416, 320, center=(300, 160), radius=70)
+    wide = u2netp_model.predict(to_model_input(rgb, u2netp_model.preset, (416, 320))[None])[0]
+    assert wide.shape == (320, 416)
+    assert wide[160, 300] > 0.8 and wide[160, 60] < 0.2  # the object where it is, not stretched away
+
+
+def test_a_model_with_fixed_reshapes_keeps_to_square_inputs(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 320, 320])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 320, 320])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [1, 1, 320, 320])
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=1, axes=[1]),
+        helper.make_node("Reshape", ["m", "shape"], ["r"]),  # its target size is baked in
+        helper.make_node("Sigmoid", ["r"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "fixed", [x], [y], [shape])
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "fixed.onnx")
+    model = OnnxModel(resolve_model(str(path)), max_batch=1)
+    assert not model.any_size
+    assert model.predict(np.zeros((1, 3, 320, 320), np.float32)).shape == (1, 320, 320)
 
 
 @pytest.fixture(scope="module")

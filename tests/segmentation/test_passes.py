@@ -1,14 +1,18 @@
-"""Extra model passes (``segmentation.passes``): flip ensemble and zoom second pass.
+"""Extra model passes (``segmentation.passes``): flip and aspect views, zoom second pass.
 
 - A mirror-equivariant model gives the same map with the flip pass as without it
   (the mirrored run is mirrored back before averaging).
+- The aspect view's input keeps the photo's aspect (shorter side 320, multiples of 32,
+  at most 2:1); a square photo gets none; maps of different grids average on the larger.
 - The zoom window boxes the first pass's object, with its margin, in working pixels,
   and is skipped when nothing is salient or the object already fills the frame.
 - The zoomed map lands back exactly where its crop came from.
 - The engine with both passes runs the model the expected number of times and still
   cuts the object out at the right place.
-- "flip-uncertain" decides from the first map alone: a crisp map gets no second run,
+- "-uncertain" passes decide from the first map alone: a crisp map gets no second run,
   an unsure one (wide soft band, faint or no object) does; the engine follows suit.
+- The engine runs the aspect view at the photo's aspect (and its mirror with flip),
+  cuts the same object, and skips it for a square photo or a square-only model.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from segmentation.passes import (
     ZoomParams,
     choose_passes,
     crop,
-    flip_merge,
-    flip_needed,
+    View,
+    is_unsure,
+    merge_views,
     parse_passes,
+    plan_views,
     zoom_merge,
     zoom_window,
 )
-from segmentation.preprocess import flipped_input, to_model_input
+from segmentation.preprocess import aspect_size, flipped_input, to_model_input
 from segmentation.session import FunctionModel
 from tests.conftest import alpha_box, encode_image, photo
 
@@ -59,16 +65,23 @@ def test_parse_passes_canonical_order_and_none() -> None:
     assert parse_passes(["FLIP"]) == ("flip",)
     assert parse_passes("flip-uncertain,zoom") == ("zoom", "flip-uncertain")
     assert parse_passes("flip,flip-uncertain") == ("flip",)  # flip always runs: it wins
+    assert parse_passes("aspect-uncertain,aspect,flip") == ("flip", "aspect")
     with pytest.raises(ValueError, match="scale"):
         parse_passes("zoom,scale")
 
 
-def test_auto_spends_a_second_run_where_it_shares_a_batch_else_only_when_unsure() -> None:
-    assert choose_passes("auto", "CUDAExecutionProvider") == ("flip",)
-    assert choose_passes("auto", "TensorrtExecutionProvider") == ("flip",)
-    assert choose_passes("auto", "CPUExecutionProvider") == ("flip-uncertain",)
+def test_auto_spends_extra_runs_where_they_share_a_batch_else_only_when_unsure() -> None:
+    assert choose_passes("auto", "CUDAExecutionProvider") == ("flip", "aspect")
+    assert choose_passes("auto", "TensorrtExecutionProvider") == ("flip", "aspect")
+    assert choose_passes("auto", "CPUExecutionProvider") == ("flip-uncertain", "aspect-uncertain")
     assert choose_passes("", "CUDAExecutionProvider") == ()  # asked for none: none
     assert choose_passes("flip,zoom", "CPUExecutionProvider") == ("zoom", "flip")
+
+
+def test_a_square_only_model_gets_no_aspect_pass() -> None:
+    assert choose_passes("auto", "CUDAExecutionProvider", any_size=False) == ("flip",)
+    assert choose_passes("auto", "CPUExecutionProvider", any_size=False) == ("flip-uncertain",)
+    assert choose_passes("aspect,zoom", "CPUExecutionProvider", any_size=False) == ("zoom",)
 
 
 def test_settings_default_to_auto_and_refuse_unknown_passes() -> None:
@@ -82,7 +95,7 @@ def test_settings_default_to_auto_and_refuse_unknown_passes() -> None:
     with pytest.raises(ValidationError):
         Settings(extra_passes="mirror")
     cpu_model = FunctionModel(PRESET, _redness)
-    assert engine_config(Settings(), cpu_model).extra_passes == ("flip-uncertain",)
+    assert engine_config(Settings(), cpu_model).extra_passes == ("flip-uncertain", "aspect-uncertain")
     assert engine_config(Settings(extra_passes=""), cpu_model).extra_passes == ()
     assert engine_config(Settings(extra_passes="flip"), cpu_model).extra_passes == ("flip",)
 
@@ -94,7 +107,7 @@ def test_flip_of_an_equivariant_model_equals_the_single_pass() -> None:
     rgb = photo(320, 240, center=(80, 100), radius=40)  # off-centre: a mirror mix-up would show
     tensor = to_model_input(rgb, PRESET)
     plain = _redness(tensor)
-    merged = flip_merge(plain, _redness(flipped_input(tensor)))
+    merged = merge_views([plain, _redness(flipped_input(tensor))[..., ::-1]])
     np.testing.assert_array_equal(merged, plain)
 
 
@@ -105,11 +118,45 @@ def test_flipped_input_is_the_mirrored_photos_input() -> None:
     )
 
 
-def test_flip_merge_averages_disagreement() -> None:
+def test_merge_views_averages_disagreement() -> None:
     left = np.zeros((4, 4), np.float32)
     left[:, 0] = 1.0  # the plain run sees something on the left
-    merged = flip_merge(left, np.zeros((4, 4), np.float32))
+    merged = merge_views([left, np.zeros((4, 4), np.float32)])
     assert merged[0, 0] == pytest.approx(0.5) and merged[:, 1:].max() == 0.0
+    assert merge_views([left]) is left
+
+
+def test_merge_views_averages_on_the_larger_grid() -> None:
+    square = np.zeros((320, 320), np.float32)
+    square[:, :160] = 1.0  # left half
+    wide = np.zeros((320, 416), np.float32)
+    wide[:, :208] = 1.0  # the same left half, on the aspect view's grid
+    merged = merge_views([square, wide])
+    assert merged.shape == (320, 416)
+    assert merged[:, :200].min() == pytest.approx(1.0) and merged[:, 216:].max() == 0.0
+
+
+# --- aspect ------------------------------------------------------------------------
+
+
+def test_aspect_size_keeps_the_photos_aspect_in_multiples_of_32() -> None:
+    assert aspect_size(4032, 3024, 320) == (416, 320)  # 4:3 -> 426.7 -> 416
+    assert aspect_size(3024, 4032, 320) == (320, 416)  # portrait
+    assert aspect_size(1920, 1080, 320) == (576, 320)  # 16:9 -> 568.9 -> 576
+    assert aspect_size(1000, 1000, 320) == (320, 320)  # square: the square input itself
+    assert aspect_size(1030, 1000, 320) == (320, 320)
+    assert aspect_size(6000, 1000, 320) == (640, 320)  # a panorama: capped at 2:1
+
+
+def test_plan_views_runs_unconditional_views_first_and_the_rest_when_unsure() -> None:
+    mirrored, wide, wide_mirrored = View(False, True), View(True, False), View(True, True)
+    assert plan_views(()) == ([], [])
+    assert plan_views(("flip",)) == ([mirrored], [])
+    assert plan_views(("flip", "aspect")) == ([mirrored, wide, wide_mirrored], [])
+    assert plan_views(("flip-uncertain", "aspect-uncertain")) == ([], [mirrored, wide, wide_mirrored])
+    # Flip always, aspect when unsure: the wide view and its mirror come later.
+    assert plan_views(("flip", "aspect-uncertain")) == ([mirrored], [wide, wide_mirrored])
+    assert plan_views(("aspect",)) == ([wide], [])
 
 
 # --- zoom window -----------------------------------------------------------------
@@ -206,7 +253,7 @@ def test_engine_without_passes_runs_the_model_once() -> None:
     assert model.batches == [1]
 
 
-# --- flip-uncertain ----------------------------------------------------------------
+# --- the -uncertain passes -----------------------------------------------------------
 
 
 def _soft_disk(h: int, w: int, r: float, rim: float) -> np.ndarray:
@@ -217,23 +264,23 @@ def _soft_disk(h: int, w: int, r: float, rim: float) -> np.ndarray:
 
 
 def test_a_crisp_map_needs_no_mirrored_run() -> None:
-    assert not flip_needed(_disk_map(320, 320, 160, 160, 60))  # hard edge: no mid values
-    assert not flip_needed(_soft_disk(320, 320, 60, rim=3))  # a thin anti-aliased rim
+    assert not is_unsure(_disk_map(320, 320, 160, 160, 60))  # hard edge: no mid values
+    assert not is_unsure(_soft_disk(320, 320, 60, rim=3))  # a thin anti-aliased rim
 
 
 def test_an_unsure_map_gets_the_mirrored_run() -> None:
-    assert flip_needed(_soft_disk(320, 320, 60, rim=30))  # a wide soft band around the object
-    assert flip_needed(np.full((320, 320), 0.3, np.float32))  # faint everywhere, nothing solid
-    assert flip_needed(np.zeros((320, 320), np.float32) + 0.15)
+    assert is_unsure(_soft_disk(320, 320, 60, rim=30))  # a wide soft band around the object
+    assert is_unsure(np.full((320, 320), 0.3, np.float32))  # faint everywhere, nothing solid
+    assert is_unsure(np.zeros((320, 320), np.float32) + 0.15)
     # A solid object plus a blob the model is unsure about.
     two = np.maximum(_disk_map(320, 320, 100, 160, 40), 0.5 * _disk_map(320, 320, 240, 160, 40))
-    assert flip_needed(two)
+    assert is_unsure(two)
 
 
-def test_flip_needed_is_deterministic_and_grid_independent() -> None:
+def test_is_unsure_is_deterministic_and_grid_independent() -> None:
     soft = _soft_disk(320, 320, 60, rim=30)
-    assert flip_needed(soft) == flip_needed(soft.copy())
-    assert flip_needed(soft[::2, ::2]) and not flip_needed(_soft_disk(320, 320, 60, rim=3)[::2, ::2])
+    assert is_unsure(soft) == is_unsure(soft.copy())
+    assert is_unsure(soft[::2, ::2]) and not is_unsure(_soft_disk(320, 320, 60, rim=3)[::2, ::2])
 
 
 def _uncertain_redness(x: np.ndarray) -> np.ndarray:
@@ -261,3 +308,53 @@ def test_engine_flip_uncertain_runs_the_model_again_only_when_unsure() -> None:
     assert sum(_cut_with(_redness, ("flip-uncertain",), data).batches) == 1  # crisp: one run
     assert sum(_cut_with(_uncertain_redness, ("flip-uncertain",), data).batches) == 2  # unsure: mirrored too
     assert sum(_cut_with(_redness, ("flip",), data).batches) == 2  # flip: always both
+
+
+def test_engine_uncertain_passes_add_every_view_only_when_unsure() -> None:
+    data = encode_image(photo(320, 240), "PNG")  # 4:3: an aspect view of 416x320
+    passes = ("flip-uncertain", "aspect-uncertain")
+    assert sum(_cut_with(_redness, passes, data).batches) == 1
+    assert sum(_cut_with(_uncertain_redness, passes, data).batches) == 4  # mirror, wide, wide mirror
+
+
+def _recording(shapes: list[tuple[int, ...]]):  # type: ignore[no-untyped-def]
+    def fn(x: np.ndarray) -> np.ndarray:
+        shapes.append(x.shape)
+        return _redness(x)
+
+    return fn
+
+
+def test_engine_aspect_view_runs_at_the_photos_aspect_and_cuts_the_same_object() -> None:
+    data = encode_image(photo(640, 480, center=(470, 150), radius=45), "PNG")
+    plain, _ = _cut((), data)
+    shapes: list[tuple[int, ...]] = []
+    model = _cut_with(_recording(shapes), ("flip", "aspect"), data)
+    assert sum(model.batches) == 4
+    assert sorted(shapes) == [(3, 320, 320)] * 2 + [(3, 320, 416)] * 2
+    both, _ = _cut(("flip", "aspect"), data)
+    assert alpha_box(both) == pytest.approx(alpha_box(plain), abs=3)
+    assert np.abs(both.astype(int) - plain.astype(int)).mean() < 1.0
+
+
+def test_engine_skips_the_aspect_view_for_a_square_photo_or_a_square_only_model() -> None:
+    square = encode_image(photo(300, 300, center=(150, 150), radius=50), "PNG")
+    shapes: list[tuple[int, ...]] = []
+    assert sum(_cut_with(_recording(shapes), ("aspect",), square).batches) == 1
+    assert shapes == [(3, 320, 320)]
+
+    class SquareOnly(FunctionModel):
+        any_size = False
+
+    model = SquareOnly(PRESET, _redness, max_batch=1)
+
+    async def go() -> None:
+        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=("flip", "aspect"), tune_malloc=False))
+        await engine.start()
+        try:
+            await engine.cut(encode_image(photo(640, 480), "PNG"), ClipOptions())
+        finally:
+            await engine.close()
+
+    asyncio.run(go())
+    assert sum(model.batches) == 2  # the square view and its mirror only
