@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     model_rates(model, inputs, [b for b in args.batches if b <= model.max_batch], args.seconds)
     if args.requests:
         datas = [p.read_bytes() for p in ensure_images(args.out, "jpeg_4032x3024", 8, 4032, 3024)]
-        rate = asyncio.run(engine_rate(build_engine(settings, model), datas, args.requests, args.concurrency))
-        print(f"  engine, 12 MP JPEG -> RGBA PNG, concurrency {args.concurrency}: {rate:.2f} images/s")
+        engine = build_engine(settings, model)
+        passes = ",".join(engine.config.extra_passes) or "none"
+        rate = asyncio.run(engine_rate(engine, datas, args.requests, args.concurrency))
+        print(f"  engine, 12 MP JPEG -> RGBA PNG, concurrency {args.concurrency}, extra passes {passes}: {rate:.2f} images/s")
     return 0
 
 

@@ -220,24 +220,35 @@ class ClipEngine:
         passes follow only when the first map is unsure of itself (``passes.is_unsure``).
         """
         now, later = self._views
-        plain, *extra = await asyncio.gather(
-            self.batcher.infer(tensor), *(self._infer_view(rgb, tensor, view) for view in now)
-        )
+        wide: asyncio.Future[np.ndarray | None] | None = None
+
+        def wide_input() -> asyncio.Future[np.ndarray | None]:
+            nonlocal wide  # made once, for the aspect view and its mirror
+            if wide is None:
+                wide = asyncio.ensure_future(self._aspect_input(rgb))
+            return wide
+
+        async def infer(view: View) -> np.ndarray | None:
+            """One view's map, mirrored back where it was mirrored; None where it adds nothing."""
+            seen = await wide_input() if view.aspect else tensor
+            if seen is None:
+                return None
+            if not view.mirrored:
+                return await self.batcher.infer(seen)
+            return (await self.batcher.infer(flipped_input(seen)))[..., ::-1]
+
+        plain, *extra = await asyncio.gather(self.batcher.infer(tensor), *(infer(view) for view in now))
         if later and is_unsure(plain):
-            extra += await asyncio.gather(*(self._infer_view(rgb, tensor, view) for view in later))
+            extra += await asyncio.gather(*(infer(view) for view in later))
         return merge_views([plain, *(m for m in extra if m is not None)])
 
-    async def _infer_view(self, rgb: np.ndarray, tensor: np.ndarray, view: View) -> np.ndarray | None:
-        """One extra view's map, mirrored back where it was mirrored; None where it adds nothing."""
-        if view.aspect:
-            side = self.model.preset.input_size
-            size = aspect_size(rgb.shape[1], rgb.shape[0], side)
-            if not self.model.any_size or size == (side, side):
-                return None  # the square view is the photo's own aspect already
-            tensor = await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
-        if not view.mirrored:
-            return await self.batcher.infer(tensor)
-        return (await self.batcher.infer(flipped_input(tensor)))[..., ::-1]
+    async def _aspect_input(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The model input at the photo's own aspect; None for a square-only model or a square photo."""
+        side = self.model.preset.input_size
+        size = aspect_size(rgb.shape[1], rgb.shape[0], side)
+        if not self.model.any_size or size == (side, side):
+            return None
+        return await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
 
     async def _zoom(self, saliency: np.ndarray, work_rgb: np.ndarray) -> np.ndarray:
         """The "zoom" pass: the model again on the crop around the object, merged in."""
