@@ -358,3 +358,11 @@ def test_engine_skips_the_aspect_view_for_a_square_photo_or_a_square_only_model(
 
     asyncio.run(go())
     assert sum(model.batches) == 2  # the square view and its mirror only
+
+
+def test_engine_aspect_view_of_a_panorama_is_capped_at_two_to_one() -> None:
+    data = encode_image(photo(2000, 120, center=(1000, 60), radius=50), "PNG")
+    shapes: list[tuple[int, ...]] = []
+    model = _cut_with(_recording(shapes), ("flip", "aspect"), data)
+    assert sum(model.batches) == 4
+    assert sorted(shapes) == [(3, 320, 320)] * 2 + [(3, 320, 640)] * 2
