@@ -94,6 +94,33 @@ def choose_providers(available: list[str], requested: str | None) -> list[str]:
     return chosen
 
 
+ProviderSpec = str | tuple[str, dict[str, str]]
+
+
+def provider_options(
+    providers: list[str], input_name: str, preset: Preset, max_batch: int, engine_cache: Path | None
+) -> list[ProviderSpec]:
+    """The providers with their options: TensorRT gets shape profiles and an engine cache.
+
+    TensorRT builds an engine per input shape range and rebuilds it (tens of seconds)
+    whenever an input falls outside; the profile covers everything the engine sends
+    (batches up to ``max_batch``; the square input, the aspect views up to 2:1 and the
+    64-pixel start-up probe), so it is built once, and cached across restarts.
+    """
+    if "TensorrtExecutionProvider" not in providers:
+        return list(providers)
+    side = preset.input_size
+    shape = "{}:{}x3x{}x{}".format
+    trt: dict[str, str] = {
+        "trt_profile_min_shapes": shape(input_name, 1, 64, 64),
+        "trt_profile_opt_shapes": shape(input_name, max_batch, side, side),
+        "trt_profile_max_shapes": shape(input_name, max_batch, 2 * side, 2 * side),
+    }
+    if engine_cache is not None:
+        trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(engine_cache / "tensorrt")}
+    return [("TensorrtExecutionProvider", trt) if p == "TensorrtExecutionProvider" else p for p in providers]
+
+
 class OnnxModel:
     """The real adapter over onnxruntime."""
 
@@ -136,10 +163,9 @@ class OnnxModel:
             )
 
             self._cpu_arena = not tune_malloc()
+        options = _session_options(ort, threads, on_cpu, self._cpu_arena)
         try:
-            self._session = ort.InferenceSession(
-                dynamic, sess_options=_session_options(ort, threads, on_cpu, self._cpu_arena), providers=self._providers
-            )
+            self._session = self._open_session(ort, dynamic, options, max_batch, derived_dir)
         except Exception as exc:
             raise ModelError(f"onnxruntime cannot load {spec.path}: {exc}") from exc
         self.provider = self._session.get_providers()[0]
@@ -169,6 +195,21 @@ class OnnxModel:
             spec.name, self.preset.family, self.precision, self.provider, threads, self.max_batch,
             "" if self.any_size else ", square inputs only",
         )
+
+    def _open_session(self, ort, graph: bytes, options, max_batch: int, derived_dir: Path | None):  # type: ignore[no-untyped-def]
+        """The serving session; without TensorRT when TensorRT refuses the graph or its options."""
+        if "TensorrtExecutionProvider" not in self._providers:
+            return ort.InferenceSession(graph, sess_options=options, providers=self._providers)
+        import onnx
+
+        name = onnx.load_from_string(graph).graph.input[0].name
+        specs = provider_options(self._providers, name, self.preset, max(1, max_batch), derived_dir)
+        try:
+            return ort.InferenceSession(graph, sess_options=options, providers=specs)
+        except Exception as exc:
+            self._providers = [p for p in self._providers if p != "TensorrtExecutionProvider"]
+            log.warning("TensorRT cannot run %s (%s); using %s", self.spec.name, exc, self._providers[0])
+            return ort.InferenceSession(graph, sess_options=options, providers=self._providers)
 
     def _graph_for(
         self, raw: bytes, precision: str, on_cpu: bool, derived_dir: Path | None

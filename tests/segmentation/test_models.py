@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from segmentation import ModelError, OnnxModel, resolve_model
 from segmentation.models import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelSpec
 from segmentation.preprocess import to_model_input
-from segmentation.session import choose_providers, make_dims_dynamic
+from segmentation.session import choose_providers, make_dims_dynamic, provider_options
 from tests.conftest import photo
 
 # --- registry ------------------------------------------------------------------------
@@ -246,3 +246,27 @@ def test_choose_providers_prefers_gpu_and_keeps_cpu_fallback() -> None:
 def test_choose_providers_refuses_what_is_missing() -> None:
     with pytest.raises(ModelError):
         choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+# --- TensorRT's shape profiles ------------------------------------------------------------
+
+
+def test_tensorrt_gets_one_profile_for_every_input_the_engine_sends(tmp_path: Path) -> None:
+    providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    specs = provider_options(providers, "input.1", PRESETS["u2net"], 8, tmp_path)
+    assert specs[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    name, options = specs[0]  # type: ignore[misc]
+    assert name == "TensorrtExecutionProvider"
+    # From the 64-px start-up probe to a batch of 8 aspect views of up to 2:1.
+    assert options["trt_profile_min_shapes"] == "input.1:1x3x64x64"
+    assert options["trt_profile_opt_shapes"] == "input.1:8x3x320x320"
+    assert options["trt_profile_max_shapes"] == "input.1:8x3x640x640"
+    assert options["trt_engine_cache_enable"] == "True"
+    assert options["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
+
+
+def test_other_providers_pass_through_unchanged() -> None:
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_options(providers, "x", PRESETS["u2net"], 8, None) == providers
+    name, options = provider_options(["TensorrtExecutionProvider"], "x", PRESETS["isnet"], 1, None)[0]  # type: ignore[misc]
+    assert options["trt_profile_max_shapes"] == "x:1x3x2048x2048" and "trt_engine_cache_path" not in options
