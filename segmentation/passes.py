@@ -101,7 +101,7 @@ def is_unsure(saliency: np.ndarray, band: float = UNCERTAIN_BAND) -> bool:
 
 @dataclass(frozen=True)
 class View:
-    """One model run over the whole photo besides the plain square one."""
+    """One more model run over the same picture besides the plain square one."""
 
     aspect: bool  # at the photo's own aspect ratio (else the model's square)
     mirrored: bool

@@ -36,7 +36,10 @@ class SegmentationModel(Protocol):
     any_size: bool
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 normalised input -> (N, S, S) float32 saliency in [0, 1]."""
+        """(N, 3, H, W) float32 normalised input -> (N, H, W) float32 saliency in [0, 1].
+
+        (H, W) is the preset's square unless ``any_size``.
+        """
         ...
 
 

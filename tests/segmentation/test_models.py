@@ -270,3 +270,27 @@ def test_other_providers_pass_through_unchanged() -> None:
     assert provider_options(providers, "x", PRESETS["u2net"], 8, None) == providers
     name, options = provider_options(["TensorrtExecutionProvider"], "x", PRESETS["isnet"], 1, None)[0]  # type: ignore[misc]
     assert options["trt_profile_max_shapes"] == "x:1x3x2048x2048" and "trt_engine_cache_path" not in options
+
+
+def test_a_tensorrt_that_refuses_the_model_leaves_the_next_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    real_session = ort.InferenceSession
+    attempts: list[list[object]] = []
+
+    def session(graph, sess_options=None, providers=None):  # type: ignore[no-untyped-def]
+        attempts.append(list(providers))
+        if any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
+            raise RuntimeError("TensorRT: unsupported node")  # as a real TensorRT may
+        return real_session(graph, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    model = OnnxModel(resolve_model(str(tiny_image_model(tmp_path, mixes_batch=False))), max_batch=1, derived_dir=tmp_path)
+    name, options = attempts[0][0]  # type: ignore[misc]
+    assert name == "TensorrtExecutionProvider" and options["trt_profile_opt_shapes"] == "x:1x3x320x320"
+    assert attempts[1] == ["CPUExecutionProvider"]
+    assert model.provider == "CPUExecutionProvider"
+    assert model.predict(np.zeros((1, 3, 320, 320), np.float32)).shape == (1, 320, 320)
