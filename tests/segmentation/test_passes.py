@@ -220,8 +220,8 @@ def test_crop_takes_the_window() -> None:
 # --- engine ----------------------------------------------------------------------
 
 
-def _cut(passes: tuple[str, ...], data: bytes) -> tuple[np.ndarray, FunctionModel]:
-    model = FunctionModel(PRESET, _redness, max_batch=1)
+def _cut_by(model: FunctionModel, passes: tuple[str, ...], data: bytes) -> np.ndarray:
+    """The engine's alpha for ``data`` with ``model`` and these extra passes."""
 
     async def go() -> np.ndarray:
         engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=passes, tune_malloc=False))  # type: ignore[arg-type]
@@ -231,7 +231,12 @@ def _cut(passes: tuple[str, ...], data: bytes) -> tuple[np.ndarray, FunctionMode
         finally:
             await engine.close()
 
-    return asyncio.run(go()), model
+    return asyncio.run(go())
+
+
+def _cut(passes: tuple[str, ...], data: bytes) -> tuple[np.ndarray, FunctionModel]:
+    model = FunctionModel(PRESET, _redness, max_batch=1)
+    return _cut_by(model, passes, data), model
 
 
 def test_engine_zoom_and_flip_run_the_model_four_times_and_cut_the_same_object() -> None:
@@ -290,16 +295,7 @@ def _uncertain_redness(x: np.ndarray) -> np.ndarray:
 
 def _cut_with(fn, passes: tuple[str, ...], data: bytes) -> FunctionModel:  # type: ignore[no-untyped-def]
     model = FunctionModel(PRESET, fn, max_batch=1)
-
-    async def go() -> None:
-        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=passes, tune_malloc=False))  # type: ignore[arg-type]
-        await engine.start()
-        try:
-            await engine.cut(data, ClipOptions())
-        finally:
-            await engine.close()
-
-    asyncio.run(go())
+    _cut_by(model, passes, data)
     return model
 
 
@@ -347,16 +343,7 @@ def test_engine_skips_the_aspect_view_for_a_square_photo_or_a_square_only_model(
         any_size = False
 
     model = SquareOnly(PRESET, _redness, max_batch=1)
-
-    async def go() -> None:
-        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=("flip", "aspect"), tune_malloc=False))
-        await engine.start()
-        try:
-            await engine.cut(encode_image(photo(640, 480), "PNG"), ClipOptions())
-        finally:
-            await engine.close()
-
-    asyncio.run(go())
+    _cut_by(model, ("flip", "aspect"), encode_image(photo(640, 480), "PNG"))
     assert sum(model.batches) == 2  # the square view and its mirror only
 
 
