@@ -136,13 +136,17 @@ def load_or_build_int8(
     if loaded is not None:
         return loaded
     log.info("building the int8 version of %s (once; cached under %s)", spec.name, cache_dir)
-    data = _quantize(model_bytes, recipe, spec)
-    expected = run_graph(model_bytes, probe_inputs, spec.preset)
-    agreement = compare(run_graph(data, probe_inputs, spec.preset), expected)
+    try:
+        # A symbolic batch and image size, before shape inference can fold 1x320x320 into it.
+        source = make_dims_dynamic(model_bytes)[0]
+    except Exception as exc:
+        raise QuantizationRefused(f"Cannot build the int8 version of {spec.name}: {exc}") from exc
+    data = _quantize(source, recipe, spec)
     # One probe at a 4:3 size as well, for the "aspect" pass (the graph stays dynamic).
     wide = _widened(probe_inputs[:1], spec.preset)
-    reference = run_graph(make_dims_dynamic(model_bytes)[0], wide, spec.preset)
-    agreement = agreement.worst(compare(run_graph(data, wide, spec.preset), reference))
+    expected, expected_wide = run_graph(source, spec.preset, probe_inputs, wide)
+    square, widened = run_graph(data, spec.preset, probe_inputs, wide)
+    agreement = compare(square, expected).worst(compare(widened, expected_wide))
     if not agreement.within(tolerance):
         raise QuantizationRefused(
             f"The int8 version of {spec.name} strays too far from fp32 ({agreement}; allowed: mean |Δ| "
@@ -167,8 +171,8 @@ def _widened(inputs: np.ndarray, preset: Preset) -> np.ndarray:
     return np.stack([cv2.resize(x.transpose(1, 2, 0), (width, height)).transpose(2, 0, 1) for x in inputs])
 
 
-def run_graph(model_bytes: bytes, inputs: np.ndarray, preset: Preset) -> np.ndarray:
-    """(N, 3, H, W) -> (N, H, W) saliency, one image at a time on one CPU thread."""
+def run_graph(model_bytes: bytes, preset: Preset, *batches: np.ndarray) -> list[np.ndarray]:
+    """Each (N, 3, H, W) batch -> (N, H, W) saliency, one image at a time on one CPU thread (one session)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -176,9 +180,11 @@ def run_graph(model_bytes: bytes, inputs: np.ndarray, preset: Preset) -> np.ndar
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
     name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
-    results = [session.run([output], {name: x[None]})[0].reshape(x.shape[-2:]) for x in inputs]
-    out = np.stack(results).astype(np.float32)
-    return 1.0 / (1.0 + np.exp(-out)) if preset.apply_sigmoid else out
+    outputs = []
+    for inputs in batches:
+        out = np.stack([session.run([output], {name: x[None]})[0].reshape(x.shape[-2:]) for x in inputs]).astype(np.float32)
+        outputs.append(1.0 / (1.0 + np.exp(-out)) if preset.apply_sigmoid else out)
+    return outputs
 
 
 # --- building -------------------------------------------------------------------------
@@ -198,6 +204,7 @@ class _Calibration:
 
 
 def _quantize(model_bytes: bytes, recipe: Int8Recipe, spec: ModelSpec) -> bytes:
+    """``model_bytes``: the fp32 graph with symbolic dims (``make_dims_dynamic``)."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -221,8 +228,6 @@ def _quantize(model_bytes: bytes, recipe: Int8Recipe, spec: ModelSpec) -> bytes:
             raise QuantizationRefused(f"The int8 recipe for {spec.name} names nodes the graph lacks: {missing}")
         with tempfile.TemporaryDirectory(prefix="arclip-int8-") as tmp:
             source, prepared, quantized = (Path(tmp) / n for n in ("source.onnx", "prepared.onnx", "int8.onnx"))
-            # A symbolic batch and image size, before shape inference can fold 1x320x320 into it.
-            model = onnx.load_from_string(make_dims_dynamic(model.SerializeToString())[0])
             onnx.save(model, str(source))
             # Shape inference (and onnxruntime's basic fusions) first, as the quantizer expects.
             quant_pre_process(str(source), str(prepared))
@@ -292,7 +297,8 @@ def _load_cached(paths: _CachePaths, probe_inputs: np.ndarray, preset: Preset, t
         expected = np.load(paths.probes, allow_pickle=False)
         if expected.shape != (len(probe_inputs), preset.input_size, preset.input_size):
             raise ValueError(f"probe outputs of shape {expected.shape}")
-        agreement = compare(run_graph(data, probe_inputs, preset), expected)
+        (outputs,) = run_graph(data, preset, probe_inputs)
+        agreement = compare(outputs, expected)
         if not agreement.within(tolerance):
             raise ValueError(f"it no longer agrees with fp32 on this machine ({agreement})")
     except Exception as exc:
