@@ -1,8 +1,8 @@
 """Part of the composition root: billing built from settings.
 
 The rate limiter gets its own Redis client (short timeouts: a slow Redis counts as
-a failed one, and the limiter fails open); Stripe gets a ``stripe.StripeClient``
-with an async HTTP client, pointed at ``ARCLIP_STRIPE_API_BASE`` when set. Without
+a failed one, and the limiter limits in process until it answers again); Stripe gets
+a ``stripe.StripeClient`` with an async HTTP client, pointed at ``ARCLIP_STRIPE_API_BASE`` when set. Without
 ``ARCLIP_STRIPE_API_KEY`` there is no Stripe: credits and the ledger work, Checkout
 is refused, and metered usage waits in the outbox until Stripe is configured.
 """

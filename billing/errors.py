@@ -115,7 +115,7 @@ class RateLimited(BillingError):
 
 
 class LimiterUnavailable(BillingError):
-    """The limiter's store (Redis) failed; callers fail open."""
+    """The limiter's store (Redis) failed; the limiter limits in process meanwhile."""
 
     code = "limiter_unavailable"
 

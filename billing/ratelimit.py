@@ -2,14 +2,15 @@
 
 The state lives in a ``LimiterStore``: ``RedisLimiterStore`` (atomic Lua scripts, shared
 by every replica, Redis's own clock) when Redis is configured, ``MemoryLimiterStore``
-otherwise. When the store fails, ``RateLimiter`` lets the request through and logs it
-(fail open): an outage of the limiter must not become an outage of the API.
+otherwise. When the shared store fails, ``RateLimiter`` limits in process instead (a
+``MemoryLimiterStore`` of its own: the same rules, per replica), so an outage of the
+limiter is neither an outage of the API nor a lifting of the limits. It asks the shared
+store again every ``probe_interval`` seconds and goes back to it once it answers.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
 from collections.abc import Callable
@@ -54,7 +55,8 @@ class Decision:
     in_flight: int  # requests of this key running, this one included
     reason: str | None = None  # "rate" or "concurrency" when refused
     lease: str | None = None  # the concurrency slot to give back
-    degraded: bool = False  # the store failed: let through unchecked
+    degraded: bool = False  # the shared store failed: decided by this replica's own limits
+    local: bool = False  # the lease is in the local store (given back there, not to the shared one)
 
 
 class LimiterStore(Protocol):
@@ -207,44 +209,97 @@ class RedisLimiterStore:
 
 
 class RateLimiter:
-    """Admit a request of a key: a token from its bucket, then a concurrency slot."""
+    """Admit a request of a key: a token from its bucket, then a concurrency slot.
 
-    def __init__(self, store: LimiterStore, *, lease_ttl: float = 300.0, log_every: float = 30.0) -> None:
+    ``store`` holds the limits (shared by replicas when it is Redis); ``local`` takes
+    over while ``store`` raises ``LimiterUnavailable``. The switch is logged once each way.
+    """
+
+    def __init__(
+        self,
+        store: LimiterStore,
+        *,
+        lease_ttl: float = 300.0,
+        local: LimiterStore | None = None,
+        probe_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self.local = local if local is not None else MemoryLimiterStore(clock=clock)
         self.lease_ttl = lease_ttl  # a slot not given back (a crash) frees itself after this
-        self._log_every = log_every
-        self._last_logged = -math.inf
+        self._probe_interval = probe_interval
+        self._clock = clock
+        self._probe_at: float | None = None  # while the store is down: when to try it again
 
-    def _fail_open(self, exc: LimiterUnavailable) -> None:
-        now = time.monotonic()
-        if now - self._last_logged >= self._log_every:
-            self._last_logged = now
-            log.warning("rate limiter unavailable, letting requests through: %s", exc.detail)
+    @property
+    def degraded(self) -> bool:
+        return self._probe_at is not None
+
+    def _shared_store(self) -> LimiterStore | None:
+        """The shared store, or None while it is down and not yet due for another try.
+
+        Not asking a dead Redis on every request spares each one its timeout.
+        """
+        if self._probe_at is None or self._clock() >= self._probe_at:
+            return self.store
+        return None
+
+    def _store_failed(self, exc: LimiterUnavailable) -> None:
+        if self._probe_at is None:
+            log.warning("rate limiter store unavailable, limiting in process (per replica): %s", exc.detail)
+        self._probe_at = self._clock() + self._probe_interval
+
+    def _store_answered(self) -> None:
+        if self._probe_at is not None:
+            self._probe_at = None
+            log.warning("rate limiter store is back, limits shared again")
+
+    async def _take(self, key: str, limit: Limit) -> tuple[Bucket, bool]:
+        """A token, and whether the local store gave it."""
+        shared = self._shared_store()
+        if shared is not None:
+            try:
+                bucket = await shared.take(key, limit)
+            except LimiterUnavailable as exc:
+                self._store_failed(exc)
+            else:
+                self._store_answered()
+                return bucket, False
+        return await self.local.take(key, limit), True
+
+    async def _acquire(self, key: str, lease: str, limit: Limit) -> tuple[bool, int, bool]:
+        """(acquired, running, local) for a concurrency slot."""
+        shared = self._shared_store()
+        if shared is not None:
+            try:
+                acquired, running = await shared.acquire(key, lease, limit, self.lease_ttl)
+            except LimiterUnavailable as exc:
+                self._store_failed(exc)
+            else:
+                self._store_answered()
+                return acquired, running, False
+        acquired, running = await self.local.acquire(key, lease, limit, self.lease_ttl)
+        return acquired, running, True
 
     async def acquire(self, key: str, limit: Limit) -> Decision:
         """A decision; raise ``RateLimited`` (carrying it) when the key must wait."""
-        try:
-            bucket = await self.store.take(key, limit)
-        except LimiterUnavailable as exc:
-            self._fail_open(exc)
-            return Decision(key, limit, True, limit.burst, 0.0, 0.0, 0, degraded=True)
+        bucket, degraded = await self._take(key, limit)
         remaining = int(bucket.tokens)
         reset = (limit.burst - bucket.tokens) / limit.rate
         if not bucket.allowed:
-            decision = Decision(key, limit, False, 0, reset, bucket.retry_after, 0, reason="rate")
+            decision = Decision(key, limit, False, 0, reset, bucket.retry_after, 0, reason="rate", degraded=degraded)
             raise self._refusal(decision, "Too many requests for this API key; slow down.")
         lease = secrets.token_hex(8)
-        try:
-            acquired, running = await self.store.acquire(key, lease, limit, self.lease_ttl)
-        except LimiterUnavailable as exc:
-            self._fail_open(exc)
-            return Decision(key, limit, True, remaining, reset, 0.0, 0, degraded=True)
+        acquired, running, local = await self._acquire(key, lease, limit)
+        degraded = degraded or local
         if not acquired:
-            decision = Decision(key, limit, False, remaining, reset, 1.0, running, reason="concurrency")
+            decision = Decision(
+                key, limit, False, remaining, reset, 1.0, running, reason="concurrency", degraded=degraded
+            )
             raise self._refusal(
                 decision, f"This API key already has {running} requests running (the plan allows {limit.concurrency})."
             )
-        return Decision(key, limit, True, remaining, reset, 0.0, running, lease=lease)
+        return Decision(key, limit, True, remaining, reset, 0.0, running, lease=lease, degraded=degraded, local=local)
 
     @staticmethod
     def _refusal(decision: Decision, detail: str) -> RateLimited:
@@ -253,13 +308,17 @@ class RateLimiter:
         return error
 
     async def release(self, decision: Decision) -> None:
+        """Give the slot back to the store that holds it."""
         if decision.lease is None:
             return
+        lease, decision.lease = decision.lease, None
+        if decision.local:
+            await self.local.release(decision.key, lease)
+            return
         try:
-            await self.store.release(decision.key, decision.lease)
+            await self.store.release(decision.key, lease)
         except LimiterUnavailable as exc:
-            self._fail_open(exc)  # the lease lapses on its own after lease_ttl
-        decision.lease = None
+            self._store_failed(exc)  # the shared lease lapses on its own after lease_ttl
 
     async def close(self) -> None:
         await self.store.close()

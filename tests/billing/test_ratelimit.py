@@ -17,6 +17,7 @@ from billing import (
     RedisLimiterStore,
 )
 from billing.errors import LimiterUnavailable
+from sync.hub.testing import RedisServer
 from tests.billing.stripe_server import free_port
 
 
@@ -72,19 +73,50 @@ async def test_a_lost_lease_lapses() -> None:
     await limiter.acquire("k", limit)
 
 
-class BrokenStore(MemoryLimiterStore):
+class FlakyStore(MemoryLimiterStore):
+    """A shared store that can be switched off (as Redis going down) and on again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.calls = 0
+
     async def take(self, key, limit):
-        raise LimiterUnavailable("connection refused")
+        self.calls += 1
+        if not self.up:
+            raise LimiterUnavailable("connection refused")
+        return await super().take(key, limit)
+
+    async def acquire(self, key, lease, limit, ttl):
+        if not self.up:
+            raise LimiterUnavailable("connection refused")
+        return await super().acquire(key, lease, limit, ttl)
 
 
-async def test_store_failure_fails_open_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    limiter = RateLimiter(BrokenStore())
-    limit = Limit(rate=1.0, burst=1, concurrency=1)
-    with caplog.at_level(logging.WARNING, logger="arclip.billing"):
-        decisions = [await limiter.acquire("k", limit) for _ in range(5)]
-    assert all(d.allowed and d.degraded for d in decisions)
-    warnings = [r for r in caplog.records if "rate limiter unavailable" in r.getMessage()]
-    assert len(warnings) == 1  # logged, but not once per request
+def switch_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage().split(",")[0] for r in caplog.records if "rate limiter store" in r.getMessage()]
+
+
+async def test_store_failure_limits_in_process_and_logs_once_each_way(caplog: pytest.LogCaptureFixture) -> None:
+    ticks = Ticks()
+    shared = FlakyStore()
+    limiter = RateLimiter(shared, clock=ticks, probe_interval=5.0)
+    limit = Limit(rate=1.0, burst=2, concurrency=10)
+    shared.up = False
+    with caplog.at_level(logging.INFO, logger="arclip.billing"):
+        decisions = [await limiter.acquire("k", limit) for _ in range(2)]
+        with pytest.raises(RateLimited) as refused:  # never unlimited: the local bucket is empty
+            await limiter.acquire("k", limit)
+        assert all(d.allowed and d.degraded and d.local for d in decisions) and limiter.degraded
+        assert refused.value.reason == "rate" and refused.value.decision.degraded
+        assert shared.calls == 1  # a dead store is not asked again before the probe is due
+        shared.up = True
+        ticks.now += 5.0
+        back = await limiter.acquire("k", limit)
+        await limiter.acquire("k", limit)
+        assert not back.degraded and not back.local and not limiter.degraded
+        assert back.remaining == 1  # the shared bucket's own count, untouched by the outage
+    assert switch_logs(caplog) == ["rate limiter store unavailable", "rate limiter store is back"]
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -133,12 +165,64 @@ async def test_redis_concurrency_cap_is_shared(redis_limiters) -> None:
         await one.release(decision)
 
 
-async def test_redis_down_fails_open() -> None:
+async def test_redis_down_limits_in_process() -> None:
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2, socket_connect_timeout=0.2)
     limiter = RateLimiter(RedisLimiterStore(dead))
+    limit = Limit(rate=1.0, burst=1, concurrency=1)
     try:
-        decision = await limiter.acquire("k", Limit(rate=1.0, burst=1, concurrency=1))
-        assert decision.allowed and decision.degraded
+        decision = await limiter.acquire("k", limit)
+        assert decision.allowed and decision.degraded and decision.local
         await limiter.release(decision)
+        with pytest.raises(RateLimited):
+            await limiter.acquire("k", limit)
     finally:
         await dead.aclose()
+
+
+async def test_redis_killed_and_restarted(tmp_path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """Killed: a burst over the limit is still refused. Back: the limits are shared again, and a
+    slot taken during the outage and given back after it goes to the store that holds it."""
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    url = server.start()
+    ticks = Ticks()
+    clients = [Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5), Redis.from_url(url)]
+    prefix = "rl" + uuid.uuid4().hex[:8]
+    limiter = RateLimiter(RedisLimiterStore(clients[0], prefix=prefix), clock=ticks, probe_interval=1.0)
+    other = RateLimiter(RedisLimiterStore(clients[1], prefix=prefix))  # another replica
+    burst = Limit(rate=0.01, burst=3, concurrency=100)
+    single = Limit(rate=100.0, burst=100, concurrency=1)
+    try:
+        await limiter.release(await limiter.acquire("slot", single))
+        server.stop()
+        with caplog.at_level(logging.INFO, logger="arclip.billing"):
+            allowed = [await limiter.acquire("burst", burst) for _ in range(3)]
+            with pytest.raises(RateLimited) as refused:
+                await limiter.acquire("burst", burst)
+            assert all(d.degraded for d in allowed) and refused.value.reason == "rate"
+            held = await limiter.acquire("slot", single)
+            assert held.local
+            with pytest.raises(RateLimited) as busy:
+                await limiter.acquire("slot", single)
+            assert busy.value.reason == "concurrency"
+
+            # The same port again, as a restarted Redis would be; it lost its data.
+            monkeypatch.setattr("sync.hub.testing.free_port", lambda: server.port)
+            assert server.start() == url
+            ticks.now += 1.0
+            shared = await limiter.acquire("burst", burst)
+            assert not shared.degraded and shared.remaining == 2
+            assert (await other.acquire("burst", burst)).remaining == 1  # one bucket for both replicas
+
+            remote = await limiter.acquire("slot", single)
+            assert not remote.local
+            await limiter.release(held)  # the outage's slot, given back after it
+        assert await limiter.local.acquire("slot", "probe", single, 60) == (True, 1)  # freed in process
+        with pytest.raises(RateLimited):  # and the shared slot still counts
+            await other.acquire("slot", single)
+        await limiter.release(remote)
+        await other.release(await other.acquire("slot", single))
+        assert switch_logs(caplog) == ["rate limiter store unavailable", "rate limiter store is back"]
+    finally:
+        for client in clients:
+            await client.aclose()
+        server.stop()
