@@ -27,8 +27,10 @@ from .database import create_database, create_schema, session_factory
 from .errors import install_error_handlers
 from .live import start_live_sync
 from .metering import start_billing
+from .readiness import Readiness
 from .middleware import (
     BodyLimitMiddleware,
+    FaultMiddleware,
     RateLimitHeadersMiddleware,
     RequestIdMiddleware,
 )
@@ -105,6 +107,14 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
             # A device whose missed messages were trimmed gets the pairing's clips in its resync.
             live_sync.live.add_snapshot_source("assets", asset_stack.assets.snapshot)
             billing_stack = start_billing(settings, sessions)
+            readiness = Readiness(
+                database=database,
+                store=asset_stack.store,
+                clipper=clipper,
+                redis=live_sync.redis,
+                min_free_bytes=settings.min_free_bytes,
+                timeout_s=settings.readiness_timeout_s,
+            )
             app.state.services = Services(
                 settings=settings,
                 database=database,
@@ -119,6 +129,7 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
                 hub=live_sync.hub,
                 live=live_sync.live,
                 billing=billing_stack.billing,
+                readiness=readiness,
             )
             try:
                 yield
@@ -139,6 +150,8 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     app.include_router(account.router)
     app.include_router(stripe_webhook.router)
     app.include_router(clients.router)
+    # Innermost: its fault answers still get rate-limit fields and the request id.
+    app.add_middleware(FaultMiddleware)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     app.add_middleware(RequestIdMiddleware)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing import errors as billing_errors
@@ -23,6 +24,8 @@ from sync.assets import idempotency as capture_keys
 from sync.hub import errors as hub_errors
 from sync.pairing import errors as pairing_errors
 from sync.storage import errors as storage_errors
+
+from .faults import WS_TRY_AGAIN_LATER, Fault, classify_fault, describe
 
 log = logging.getLogger("arclip.api")
 
@@ -65,6 +68,17 @@ def problem_response(
         **extra,
     }
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def fault_problem(fault: Fault) -> JSONResponse:
+    """A backing service failed: 503 with its stable code and ``Retry-After``; never charged."""
+    return problem_response(
+        503, fault.code, f"{fault.detail} It was not charged.", {"Retry-After": str(fault.retry_after)}
+    )
+
+
+def internal_problem() -> JSONResponse:
+    return problem_response(500, "internal_error", "Something went wrong on our side; it was not charged.")
 
 
 # Most specific first: the first isinstance match wins.
@@ -136,19 +150,21 @@ def _status_for(exc: Exception, table: list[tuple[type, int]]) -> int:
     return next((status for kind, status in table if isinstance(exc, kind)), 500)
 
 
+def _bug(what: str, exc: Exception) -> JSONResponse:
+    """An error of ours that is neither the caller's nor a fault: logged, answered 500, never charged."""
+    log.error("%s: %s", what, getattr(exc, "detail", exc))
+    return internal_problem()
+
+
 async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
     return problem_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
 
 
 async def _segmentation_error(_: Request, exc: seg_errors.SegmentationError) -> JSONResponse:
     status = _status_for(exc, _SEGMENTATION_STATUS)
-    headers = {}
-    if isinstance(exc, seg_errors.Overloaded):
-        headers["Retry-After"] = str(int(exc.retry_after))
     if status == 500:
-        log.error("segmentation failed: %s", exc.detail)
-        return problem_response(500, "internal_error", "The image could not be processed.")
-    return problem_response(status, exc.code, exc.detail, headers)
+        return _bug("segmentation failed", exc)
+    return problem_response(status, exc.code, exc.detail)
 
 
 async def _billing_error(_: Request, exc: billing_errors.BillingError) -> JSONResponse:
@@ -164,14 +180,10 @@ async def _billing_error(_: Request, exc: billing_errors.BillingError) -> JSONRe
         extra["credits_remaining"] = exc.remaining / 1000
     if isinstance(exc, billing_errors.InsufficientScope):
         extra["scope"] = exc.scope
-    if isinstance(exc, billing_errors.PaymentsUnavailable):
-        log.warning("stripe unavailable: %s", exc.detail)
-        headers["Retry-After"] = "10"
-    elif isinstance(exc, billing_errors.PaymentsError):
+    if isinstance(exc, billing_errors.PaymentsError):
         log.error("stripe refused: %s", exc.detail)
     if status == 500:
-        log.error("billing error: %s", exc.detail)
-        return problem_response(500, "internal_error", "Something went wrong on our side; it was not charged.")
+        return _bug("billing error", exc)
     return problem_response(status, exc.code, exc.detail, headers, **extra)
 
 
@@ -183,29 +195,22 @@ async def _asset_error(_: Request, exc: asset_errors.AssetError) -> JSONResponse
         extra["hint"] = exc.hint
     if isinstance(exc, asset_errors.ScreenNotLocated):
         extra["confidence"] = exc.confidence
-    if isinstance(exc, (asset_errors.LocatorBusy, capture_keys.IdempotencyKeyInUse)):
+    if isinstance(exc, capture_keys.IdempotencyKeyInUse):
         headers["Retry-After"] = str(int(exc.retry_after))
     if status == 500:
-        log.error("asset error: %s", exc.detail)
-        return problem_response(500, "internal_error", "Something went wrong on our side.")
+        return _bug("asset error", exc)
     return problem_response(status, exc.code, exc.detail, headers, **extra)
 
 
 async def _storage_error(_: Request, exc: storage_errors.StorageError) -> JSONResponse:
-    if isinstance(exc, storage_errors.StorageUnavailable):
-        log.warning("storage unavailable: %s", exc.detail)
-        return problem_response(
-            503, exc.code, "Storage is unavailable right now; retry shortly.", {"Retry-After": "5"}
-        )
-    log.error("storage error: %s", exc.detail)  # a key or set-up bug of ours, never the caller's fault
-    return problem_response(500, "internal_error", "Something went wrong on our side.")
+    return _bug("storage error", exc)  # a key or set-up bug of ours, never the caller's fault
 
 
 def ws_close_code(exc: pairing_errors.PairingError) -> int:
     """The websocket close code for a refused ``/v1/sync``: 4000 + the HTTP status (1013 when unavailable)."""
+    if classify_fault(exc) is not None:
+        return WS_TRY_AGAIN_LATER
     status = _status_for(exc, _PAIRING_STATUS)
-    if status == 503:
-        return 1013
     return 4000 + status if 400 <= status < 500 else 1011
 
 
@@ -217,22 +222,15 @@ async def _pairing_error(_: Request, exc: pairing_errors.PairingError) -> JSONRe
         headers["WWW-Authenticate"] = 'Bearer realm="arclip"'
     if isinstance(exc, pairing_errors.TooManyAttempts):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if isinstance(exc, pairing_errors.PairingUnavailable):
-        headers["Retry-After"] = "5"
     if isinstance(exc, pairing_errors.PairingClosed):
         extra["state"] = exc.state
     if status == 500:
-        log.error("pairing error: %s", exc.detail)
-        return problem_response(500, "internal_error", "Something went wrong on our side.")
+        return _bug("pairing error", exc)
     return problem_response(status, exc.code, exc.detail, headers, **extra)
 
 
 async def _hub_error(_: Request, exc: hub_errors.HubError) -> JSONResponse:
-    if isinstance(exc, hub_errors.HubUnavailable):
-        log.warning("hub unavailable: %s", exc.detail)
-        return problem_response(503, exc.code, "Live sync is unavailable right now; retry shortly.", {"Retry-After": "2"})
-    log.error("hub error: %s", exc.detail)
-    return problem_response(500, "internal_error", "Something went wrong on our side.")
+    return _bug("hub error", exc)
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -249,24 +247,47 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only what escapes FaultMiddleware gets here (an error in the outer middleware).
+    # Starlette answers it from outside every middleware, so RequestIdMiddleware
+    # never sees this response: add the id it chose here.
     log.exception("unhandled error", exc_info=exc)
-    # Starlette answers unhandled errors from outside every middleware, so
-    # RequestIdMiddleware never sees this response: add the id it chose here.
     request_id = request.scope.get("state", {}).get("request_id")
-    headers = {"X-Request-Id": request_id} if request_id else None
-    return problem_response(
-        500, "internal_error", "Something went wrong on our side; it was not charged.", headers
-    )
+    response = internal_problem()
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+Handler = Callable[[Request, Any], Awaitable[Response]]
+
+
+def _faults_first(handler: Handler) -> Handler:
+    """A domain error that stands for a fault (``StorageUnavailable`` …) is answered as one: 503, in one place."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        fault = classify_fault(exc)
+        if fault is not None:
+            log.warning("%s %s: %s (%s)", request.method, request.url.path, fault.code, describe(exc))
+            return fault_problem(fault)
+        return await handler(request, exc)
+
+    return handle
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiProblem, _api_problem)  # type: ignore[arg-type]
-    app.add_exception_handler(seg_errors.SegmentationError, _segmentation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(billing_errors.BillingError, _billing_error)  # type: ignore[arg-type]
-    app.add_exception_handler(asset_errors.AssetError, _asset_error)  # type: ignore[arg-type]
-    app.add_exception_handler(storage_errors.StorageError, _storage_error)  # type: ignore[arg-type]
-    app.add_exception_handler(pairing_errors.PairingError, _pairing_error)  # type: ignore[arg-type]
-    app.add_exception_handler(hub_errors.HubError, _hub_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    domain: list[tuple[type[Exception], Handler]] = [
+        (ApiProblem, _api_problem),
+        (seg_errors.SegmentationError, _segmentation_error),
+        (billing_errors.BillingError, _billing_error),
+        (asset_errors.AssetError, _asset_error),
+        (storage_errors.StorageError, _storage_error),
+        (pairing_errors.PairingError, _pairing_error),
+        (hub_errors.HubError, _hub_error),
+        (StarletteHTTPException, _http_error),
+        (RequestValidationError, _validation_error),
+    ]
+    for kind, handler in domain:
+        app.add_exception_handler(kind, _faults_first(handler))
+    # Everything else (vendor errors such as SQLAlchemy's or Redis's, and bugs) is
+    # answered by FaultMiddleware; this is the last resort behind it.
     app.add_exception_handler(Exception, _unexpected)

@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: request ids, the request-body size limit, rate-limit fields."""
+"""Pure ASGI middleware: request ids, the request-body size limit, rate-limit fields, fault answers."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
@@ -10,7 +11,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing import Decision
 
-from .errors import BodyTooLarge, problem_response
+from .errors import BodyTooLarge, fault_problem, internal_problem, problem_response
+from .faults import WS_INTERNAL_ERROR, WS_TRY_AGAIN_LATER, Fault, classify_fault, describe
+
+log = logging.getLogger("arclip.api")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -115,3 +119,53 @@ class RateLimitHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
+
+
+class FaultMiddleware:
+    """Answer whatever escapes the routes: a fault (``api.faults``) is 503 or close 1013, a bug 500 or 1011.
+
+    It sits inside the request-id and rate-limit middleware, so its answers carry
+    their fields, and it does not re-raise: the server keeps a keep-alive
+    connection open, as after any other error answer. An error after the
+    response has started cannot be answered; it propagates (the server aborts it).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] in ("http.response.start", "websocket.close", "websocket.http.response.start"):
+                answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            fault = classify_fault(exc)
+            if fault is not None:
+                log.warning("%s %s: %s (%s)", scope["type"], scope.get("path"), fault.code, describe(exc))
+            else:
+                log.error("unhandled error on %s %s", scope["type"], scope.get("path"), exc_info=exc)
+            if scope["type"] == "websocket":
+                if not answered:
+                    await _close_websocket(send, fault)
+                return
+            if answered:
+                raise
+            response = fault_problem(fault) if fault is not None else internal_problem()
+            await response(scope, receive, send)
+
+
+async def _close_websocket(send: Send, fault: Fault | None) -> None:
+    code, reason = (WS_TRY_AGAIN_LATER, fault.code) if fault is not None else (WS_INTERNAL_ERROR, "internal_error")
+    try:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+    except Exception:  # noqa: BLE001 - the client has already gone
+        log.debug("websocket gone before its close frame")

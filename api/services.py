@@ -13,6 +13,7 @@ from sync.hub import Hub, SyncGateway
 from sync.pairing import PairingService
 from sync.storage import ObjectStore
 
+from .readiness import Readiness
 from .settings import Settings
 
 
@@ -31,3 +32,4 @@ class Services:
     hub: Hub
     live: SyncGateway  # this process's /v1/sync sessions
     billing: Billing  # keys (the same object as ``keys``), credits, rate limits, Stripe
+    readiness: Readiness

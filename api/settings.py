@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         'flip-uncertain,aspect-uncertain on a CPU',
     )
     max_queue: int = 16
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, description="/readyz fails when the database's or storage's disk has less room"
+    )
+    readiness_timeout_s: float = Field(default=2.0, gt=0, description="each /readyz probe's deadline")
 
     max_upload_bytes: int = 25 * 1024 * 1024
     max_image_pixels: int = 50_000_000

@@ -6,13 +6,20 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .base import ObjectStore, check_key, check_prefix
-from .errors import InvalidKey, ObjectNotFound, StorageConfigError, StorageError, StorageUnavailable
+from .errors import (
+    InvalidKey,
+    ObjectNotFound,
+    StorageConfigError,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from .files import FileStore
 from .memory import MemoryStore
 
 __all__ = [
     "FileStore", "InvalidKey", "MemoryStore", "ObjectNotFound", "ObjectStore", "StorageConfigError",
-    "StorageError", "StorageUnavailable", "check_key", "check_prefix", "open_store",
+    "StorageError", "StorageFull", "StorageUnavailable", "check_key", "check_prefix", "open_store",
 ]
 
 

@@ -32,6 +32,9 @@ class ObjectStore(Protocol):
     async def delete_prefix(self, prefix: str) -> int:
         """Remove every object under the folder ``prefix`` (ending in ``/``); returns how many."""
 
+    async def free_bytes(self) -> int | None:
+        """Room left to write, where the backend has such a limit (a disk); None where it has none we can see."""
+
     async def close(self) -> None: ...
 
 

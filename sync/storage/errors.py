@@ -33,6 +33,12 @@ class StorageUnavailable(StorageError):
     code = "storage_unavailable"
 
 
+class StorageFull(StorageUnavailable):
+    """The backend has no room to write (a full disk or quota); retrying later may help."""
+
+    code = "storage_full"
+
+
 class StorageConfigError(StorageError):
     """A storage URL or set-up that cannot work (found at start-up)."""
 

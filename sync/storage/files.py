@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from .base import check_key, check_prefix
-from .errors import ObjectNotFound, StorageUnavailable
+from .errors import ObjectNotFound, StorageFull, StorageUnavailable
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class FileStore:
@@ -36,7 +39,8 @@ class FileStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise StorageUnavailable(f"Cannot write {path.name}: {exc.strerror or exc}") from exc
+            kind = StorageFull if exc.errno in _FULL else StorageUnavailable
+            raise kind(f"Cannot write {path.name}: {exc.strerror or exc}") from exc
 
     async def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -76,5 +80,20 @@ class FileStore:
             raise StorageUnavailable(f"Cannot delete {folder.name}/: {exc.strerror or exc}") from exc
         return count
 
+    async def free_bytes(self) -> int | None:
+        try:
+            return await asyncio.to_thread(free_bytes_at, self.root)
+        except OSError as exc:
+            raise StorageUnavailable(f"Cannot stat the storage folder: {exc.strerror or exc}") from exc
+
     async def close(self) -> None:
         pass
+
+
+def free_bytes_at(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the disk holding ``path`` (or, if absent, its nearest parent)."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize

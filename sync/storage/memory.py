@@ -31,5 +31,8 @@ class MemoryStore:
             del self.objects[key]
         return len(doomed)
 
+    async def free_bytes(self) -> int | None:
+        return None  # memory has no limit of its own
+
     async def close(self) -> None:
         pass

@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .base import check_key, check_prefix
-from .errors import ObjectNotFound, StorageConfigError, StorageUnavailable
+from .errors import ObjectNotFound, StorageConfigError, StorageFull, StorageUnavailable
 
 T = TypeVar("T")
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+# What S3-compatible servers answer when the disk or a quota is full (MinIO, Ceph RGW, SeaweedFS).
+_FULL_CODES = frozenset({"XMinioStorageFull", "QuotaExceeded", "InsufficientStorage"})
 _DELETE_BATCH = 1000  # the S3 limit for DeleteObjects
 
 
@@ -70,7 +72,8 @@ class S3Store:
             code = str(error.get("Code", ""))
             if code in _MISSING_CODES:
                 raise ObjectNotFound(f"No object at {key!r}.") from None
-            raise StorageUnavailable(f"S3 {what} failed: {code or 'error'} {error.get('Message', '')}".strip()) from exc
+            kind = StorageFull if code in _FULL_CODES else StorageUnavailable
+            raise kind(f"S3 {what} failed: {code or 'error'} {error.get('Message', '')}".strip()) from exc
         except core_error as exc:
             raise StorageUnavailable(f"S3 {what} failed: {exc}") from exc
 
@@ -127,6 +130,9 @@ class S3Store:
                 f"S3 could not delete {len(errors)} object(s), e.g. {first.get('Key')!r}: {first.get('Code')}"
             )
         return len(batch)
+
+    async def free_bytes(self) -> int | None:
+        return None  # buckets have no free-space figure; a failed write says "full"
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

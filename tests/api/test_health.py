@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
+from sync.storage import StorageUnavailable
 from tests.conftest import disk_model
 
 
@@ -19,7 +20,10 @@ async def test_readyz_reports_model_provider_and_database(api) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
-    assert body["database"] == "ok"
+    assert body["database"]["status"] == "ok" and body["database"]["free_bytes"] > 0
+    assert body["storage"]["status"] == "ok" and body["storage"]["free_bytes"] > 0
+    assert body["redis"] == {"status": "not_configured"}
+    assert body["inference"]["status"] == "ok" and body["inference"]["location"] == "in-process"
     assert body["model"] == "u2netp"
     assert body["provider"] in ort.get_available_providers()
     # int8 on a CPU wherever its load-time proof passes (fp32 elsewhere); a mirrored run only for unsure maps.
@@ -40,33 +44,48 @@ async def test_readyz_reports_a_broken_database(api) -> None:
     # point the engine at a database that cannot be opened
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    api.services.database = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/x/db.sqlite")
+    broken = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/x/db.sqlite")
+    api.services.readiness.database = broken
     try:
         response = await api.client.get("/readyz")
     finally:
-        await api.services.database.dispose()
+        await broken.dispose()
     assert response.status_code == 503
+    assert response.headers["Retry-After"]
     body = response.json()
     assert body["status"] == "not_ready"
-    assert body["database"].startswith("error")
+    assert body["database"]["status"] == "error"
+    assert body["database"]["error"] == "database_unavailable"
+    assert body["storage"]["status"] == "ok", "each service has its own status"
 
 
 async def test_readyz_reports_storage_and_fails_when_it_is_down(api) -> None:
     """Readiness covers object storage: a store that errors makes /readyz answer 503."""
     response = await api.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["storage"] == "ok"
+    assert response.json()["storage"]["status"] == "ok"
 
     services = api.app.state.services
-    original = services.store.exists
+    original = services.store.put
 
-    async def broken(key: str) -> bool:
-        raise OSError("disk gone")
+    async def broken(key: str, data: bytes, content_type: str = "") -> None:
+        raise StorageUnavailable("disk gone")
 
-    services.store.exists = broken
+    services.store.put = broken
     try:
         response = await api.client.get("/readyz")
     finally:
-        services.store.exists = original
+        services.store.put = original
     assert response.status_code == 503
-    assert response.json()["storage"] == "error: OSError"
+    assert response.json()["storage"] == {"status": "error", "error": "storage_unavailable", "detail": "disk gone"}
+
+
+async def test_readyz_fails_when_the_disk_is_nearly_full(app_factory) -> None:
+    """Free space under ARCLIP_MIN_FREE_BYTES is "not ready" before a write ever fails."""
+    async with app_factory(disk_model(), min_free_bytes=2**62) as api:
+        response = await api.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    for name in ("database", "storage"):
+        assert body[name]["status"] == "error" and body[name]["error"] == "low_disk", name
+        assert 0 < body[name]["free_bytes"] < 2**62
