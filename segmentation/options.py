@@ -16,6 +16,9 @@ SizePreset = Literal["preview", "full", "auto"]
 PREVIEW_PIXELS = 250_000  # "preview" ≈ 0.25 MP, as remove.bg
 AUTO_MAX_PIXELS = 25_000_000  # "auto": full size up to 25 MP, scaled down above
 
+# The names ``ClipOptions.parse`` takes: what a request may set, and nothing else.
+OPTION_NAMES = ("format", "channels", "crop", "crop_margin", "size", "bg_color")
+
 
 @dataclass(frozen=True)
 class Margin:

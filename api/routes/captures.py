@@ -32,8 +32,12 @@ from ..deps import (
 from ..errors import ApiProblem
 from ..settings import Settings
 from .clip import read_image_upload
+from .params import merge_values, query_values
 
 router = APIRouter(tags=["captures"])
+
+_TOKEN = ("token",)  # the device token, where a header cannot be sent (``deps.current_device``)
+_SCREEN_OPTIONS = ("fiducials",)
 
 
 def _base_url(request: Request, settings: Settings) -> str:
@@ -60,13 +64,13 @@ async def create_capture(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    query = {name: request.query_params.get(name) for name in CAPTURE_OPTION_NAMES}
+    query = query_values(request, CAPTURE_OPTION_NAMES, ignored=_TOKEN)
     capture_options(query)  # a bad parameter (or key) costs no queue place
     if idempotency_key is not None:
         check_key(idempotency_key)
     async with captures.clipper.admission():
-        data, fields = await read_image_upload(request, settings.max_upload_bytes)
-        options = capture_options({name: fields.get(name, query[name]) for name in CAPTURE_OPTION_NAMES})
+        data, fields = await read_image_upload(request, settings.max_upload_bytes, fields=CAPTURE_OPTION_NAMES)
+        options = capture_options(merge_values(query, fields))
         base_url = _base_url(request, settings)
         if idempotency_key is None:
             captured = await captures.capture(phone.pairing_id, data, options, base_url)
@@ -85,11 +89,11 @@ async def put_screen(
 ) -> dict[str, object]:
     if desktop.pairing_id != pairing_id:  # another pairing's id: its existence is not disclosed
         raise PairingNotFound("No such pairing.")
-    fiducials = _fiducials(request.query_params.get("fiducials"))
+    query = query_values(request, _SCREEN_OPTIONS, ignored=_TOKEN)
+    _fiducials(query.get("fiducials"))  # a bad parameter costs no queue place
     async with screens.admission():
-        data, fields = await read_image_upload(request, settings.max_upload_bytes)
-        if "fiducials" in fields:
-            fiducials = _fiducials(fields["fiducials"])
+        data, fields = await read_image_upload(request, settings.max_upload_bytes, fields=_SCREEN_OPTIONS)
+        fiducials = _fiducials(merge_values(query, fields).get("fiducials"))
         info = await screens.put(pairing_id, data, fiducials=fiducials)
     return info.to_json()
 
@@ -98,6 +102,7 @@ async def put_screen(
 async def paste(
     asset_id: str, request: Request, phone: PhoneDep, captures: CapturesDep, settings: SettingsDep
 ) -> dict[str, object]:
+    query_values(request, (), ignored=_TOKEN)
     asset = await captures.assets.get(asset_id, phone.pairing_id)  # before reading the photo
     async with captures.screens.admission():
         view, _ = await read_image_upload(request, settings.max_upload_bytes, field="view")

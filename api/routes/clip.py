@@ -7,6 +7,7 @@ succeeded (``billing.Metering``); an ``Idempotency-Key`` replays the first succe
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -15,13 +16,13 @@ from starlette.formparsers import MultiPartException
 
 from billing import Charge, StoredResponse, format_credits
 from segmentation import ClipOptions, ClipResult
+from segmentation.options import OPTION_NAMES
 
 from ..deps import BillingDep, ClipKeyDep, ClipperDep, SettingsDep
 from ..errors import ApiProblem
+from .params import duplicate_parameter, merge_values, query_values, strict_values, unknown_parameter
 
 router = APIRouter(tags=["clip"])
-
-_OPTION_NAMES = ("format", "channels", "crop", "crop_margin", "size", "bg_color")
 
 
 def operation_for(options: ClipOptions) -> str:
@@ -42,8 +43,13 @@ def replayed(stored: StoredResponse) -> Response:
     return Response(content=stored.body, status_code=stored.status, media_type=stored.media_type, headers=headers)
 
 
-async def read_image_upload(request: Request, max_bytes: int, field: str = "image_file") -> tuple[bytes, dict[str, str]]:
-    """The image bytes and the text form fields from a multipart body (or a raw image/* body)."""
+async def read_image_upload(
+    request: Request, max_bytes: int, field: str = "image_file", fields: Collection[str] = ()
+) -> tuple[bytes, dict[str, str]]:
+    """The image bytes and the text form fields from a multipart body (or a raw image/* body).
+
+    Strict: one file part, named ``field``; text parts only from ``fields``, each once.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type.startswith("image/") or content_type == "application/octet-stream":
         return await request.body(), {}
@@ -56,14 +62,23 @@ async def read_image_upload(request: Request, max_bytes: int, field: str = "imag
     except MultiPartException as exc:
         raise ApiProblem(400, "malformed_multipart", f"The multipart body cannot be parsed: {exc.message}") from exc
     try:
-        upload = form.get(field)
-        if not isinstance(upload, UploadFile):
+        parts = form.multi_items()
+        uploads = [value for name, value in parts if isinstance(value, UploadFile) and name == field]
+        if not uploads:  # checked first: a lone image in a misnamed part is a missing image
             raise ApiProblem(422, "missing_image_file", f"Attach the image in the multipart field {field!r}.")
-        data = await upload.read(max_bytes + 1)
-        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        if len(uploads) > 1:
+            raise duplicate_parameter(field)
+        for name, value in parts:
+            if isinstance(value, UploadFile) and name != field:
+                raise unknown_parameter(name, (field, *fields))
+        text = [(name, value) for name, value in parts if isinstance(value, str)]
+        if any(name == field for name, _ in text):
+            raise ApiProblem(422, "missing_image_file", f"The field {field!r} must be a file part, not text.")
+        values = strict_values(text, fields)
+        data = await uploads[0].read(max_bytes + 1)
     finally:
         await form.close()
-    return data, fields
+    return data, values
 
 
 def clip_headers(result: ClipResult, charge: Charge) -> dict[str, str]:
@@ -93,11 +108,11 @@ async def clip(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     # Options parse before admission so a bad parameter costs no queue place.
-    query = {name: request.query_params.get(name) for name in _OPTION_NAMES}
+    query = query_values(request, OPTION_NAMES)
     ClipOptions.parse(**query)
     async with clipper.admission():
-        data, fields = await read_image_upload(request, settings.max_upload_bytes)
-        options = ClipOptions.parse(**{name: fields.get(name, query[name]) for name in _OPTION_NAMES})
+        data, fields = await read_image_upload(request, settings.max_upload_bytes, fields=OPTION_NAMES)
+        options = ClipOptions.parse(**merge_values(query, fields))
         async with billing.metering.call(
             key,
             operation=operation_for(options),

@@ -145,15 +145,69 @@ async def test_options_as_query_parameters(api) -> None:
     assert img.size[0] < W and img.size[1] < H  # cropped
 
 
-async def test_form_fields_win_over_query_parameters(api) -> None:
+async def test_the_same_option_in_form_and_query_is_accepted(api) -> None:
     response = await api.client.post(
         "/v1/clip",
         params={"format": "webp"},
         files={"image_file": ("p.jpg", jpeg(W, H), "image/jpeg")},
-        data={"format": "png"},
+        data={"format": "WebP "},
     )
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "image/png"
+    assert response.headers["content-type"] == "image/webp"
+
+
+async def usage_requests(api) -> int:
+    return (await api.client.get("/v1/account")).json()["usage"]["requests"]
+
+
+def image_part(name: str = "image_file") -> tuple[str, tuple[str, bytes, str]]:
+    return (name, ("p.jpg", jpeg(W, H), "image/jpeg"))
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "status", "code", "parameter"),
+    [
+        # SPEC §5: misspelt or unknown options are refused, never silently ignored and charged
+        ({"params": {"formt": "webp"}}, 422, "unknown_parameter", "formt"),
+        ({"data": {"colour": "red"}}, 422, "unknown_parameter", "colour"),
+        ({"files": [image_part(), image_part("mask")]}, 422, "unknown_parameter", "mask"),
+        # which of two images, or of two values, was meant cannot be guessed
+        ({"files": [image_part(), image_part()]}, 422, "duplicate_parameter", "image_file"),
+        ({"params": [("format", "png"), ("format", "webp")]}, 422, "duplicate_parameter", "format"),
+        ({"data": {"size": ["full", "preview"]}}, 422, "duplicate_parameter", "size"),
+        ({"params": {"format": "webp"}, "data": {"format": "png"}}, 422, "conflicting_parameter", "format"),
+    ],
+)
+async def test_unknown_repeated_or_conflicting_parameters_are_refused_uncharged(
+    api, request_kw: dict, status: int, code: str, parameter: str
+) -> None:
+    from tests.conftest import assert_problem
+
+    kw = {"files": [image_part()], **request_kw}
+    before = await usage_requests(api)
+    body = assert_problem(await api.client.post("/v1/clip", **kw), status, code)
+    assert body["parameter"] == parameter and parameter in body["detail"]
+    assert await usage_requests(api) == before
+
+
+async def test_unknown_parameter_names_the_nearest_option(api) -> None:
+    from tests.conftest import assert_problem
+
+    response = await api.client.post("/v1/clip", params={"formt": "webp"}, files=[image_part()])
+    body = assert_problem(response, 422, "unknown_parameter")
+    assert body["did_you_mean"] == "format" and "'format'" in body["detail"]
+    response = await api.client.post("/v1/clip", params={"zzz": "1"}, files=[image_part()])
+    body = assert_problem(response, 422, "unknown_parameter")
+    assert "did_you_mean" not in body and "bg_color" in body["detail"]  # the known names instead
+
+
+async def test_a_hostile_parameter_name_is_echoed_only_in_part(api) -> None:
+    from tests.conftest import assert_problem
+
+    name = "x" * 5000
+    response = await api.client.post("/v1/clip", params={name: "1"}, files=[image_part()])
+    body = assert_problem(response, 422, "unknown_parameter")
+    assert len(response.content) < 1000 and len(body["parameter"]) <= 41
 
 
 async def test_exif_rotated_phone_jpeg_comes_back_upright(api) -> None:
