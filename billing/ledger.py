@@ -231,6 +231,11 @@ class Ledger:
             log.warning("released %d stale credit reservations", count)
         return count
 
+    async def status(self, ledger_id: str) -> str | None:
+        """A ledger row's status (``reserved``, ``charged``, ``released``); None when there is none."""
+        async with self._sessions() as session:
+            return await session.scalar(select(LedgerEntry.status).where(LedgerEntry.id == ledger_id))
+
     async def balance(self, account_id: str) -> Balance:
         async with self._sessions() as session:
             account = await session.get(Account, account_id)

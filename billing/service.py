@@ -104,7 +104,9 @@ class Billing:
         return Limit(rate=plan.rate, burst=plan.burst, concurrency=plan.concurrency)
 
     async def maintain(self) -> None:
-        """Give back the credits of dead requests; forget expired idempotent responses."""
+        """Finish undos a database fault interrupted; give back the credits of dead requests;
+        forget expired idempotent responses."""
+        await self.metering.retry_undos()
         await self.ledger.release_stale(self.config.reservation_ttl)
         await self.idempotency.sweep()
 
