@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = create_database(settings.resolved_database_url)
+        database = create_database(settings.resolved_database_url, busy_timeout_s=settings.database_busy_timeout_s)
         try:
             await create_schema(database)
             sessions = session_factory(database)

@@ -9,8 +9,10 @@ import billing
 import sync.db
 
 
-def create_database(url: str) -> AsyncEngine:
+def create_database(url: str, *, busy_timeout_s: float = 5.0) -> AsyncEngine:
+    """The engine for ``url``; a SQLite writer waits ``busy_timeout_s`` for the lock, then fails (answered 503)."""
     engine = create_async_engine(url, pool_pre_ping=True)
+    busy_timeout_ms = max(0, int(busy_timeout_s * 1000))
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -18,7 +20,7 @@ def create_database(url: str) -> AsyncEngine:
             # WAL lets readers run beside the writer; a busy timeout instead of "database is locked".
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
             # Let SQLAlchemy, not the driver, open transactions (see _begin_immediate).

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         'flip-uncertain,aspect-uncertain on a CPU',
     )
     max_queue: int = 16
+    database_busy_timeout_s: float = Field(
+        default=5.0, ge=0, description="SQLite: how long a write waits for another writer's lock before a 503"
+    )
     min_free_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="/readyz fails when the database's or storage's disk has less room"
     )

@@ -36,7 +36,8 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> str:
+    def start(self, timeout: float = 10.0, *, port: int | None = None) -> str:
+        """Start on a free port, or on ``port`` (a restart where clients already point)."""
         path = shutil.which(self.binary)
         if path is None:
             raise RuntimeError(
@@ -46,7 +47,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         last_error = ""
         for _ in range(3):  # the free port can be taken between probing and binding
-            self.port = free_port()
+            self.port = port or free_port()
             self._process = subprocess.Popen(
                 [
                     path, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
