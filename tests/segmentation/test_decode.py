@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -13,7 +15,17 @@ from PIL import Image
 from segmentation import ClipEngine, ClipOptions, EngineConfig
 from segmentation.decode import ImageLimits, decode, probe, sniff_format
 from segmentation.errors import EmptyImage, ImageTooLarge, UnreadableImage, UnsupportedMediaType
-from tests.conftest import disk_model, encode_image, exif_jpeg, photo, png_bomb, stored_for_orientation
+from tests.conftest import (
+    BACKGROUND_RGB,
+    OBJECT_RGB,
+    _png_chunk,
+    disk_model,
+    encode_image,
+    exif_jpeg,
+    photo,
+    png_bomb,
+    stored_for_orientation,
+)
 
 LIMITS = ImageLimits()
 
@@ -391,3 +403,200 @@ def test_progressive_jpeg_with_orientation() -> None:
     assert (info.width, info.height) == (96, 64)
     assert_close(image.rgb[8, 8], RED)
     assert_close(image.rgb[8, -8], GREEN)
+
+
+# --- truncated files: decoded in full or refused ----------------------------------------
+#
+# Decoders fill missing pixel data with zeros and say nothing; every file here must be
+# refused (UnreadableImage), at full size and through the reduced (DCT-scaled) decode.
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    pos, chunks = 8, []
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _png(ihdr: bytes, idat: bytes, *, tail: bytes = b"") -> bytes:
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body + tail
+
+
+def _rgb_ihdr(width: int, height: int, *, interlaced: bool) -> bytes:
+    return struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlaced))
+
+
+def _filtered_rows(rgb: np.ndarray, *, interlaced: bool) -> bytes:
+    """The bytes a PNG's zlib stream holds for 8-bit RGB: rows (Adam7's passes) with filter 0."""
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    raw = b""
+    for x0, y0, dx, dy in passes if interlaced else ((0, 0, 1, 1),):
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    return raw
+
+
+def interlaced_png(rgb: np.ndarray) -> bytes:
+    """An Adam7-interlaced PNG, written from the PNG definition (Pillow writes none)."""
+    ihdr = _rgb_ihdr(rgb.shape[1], rgb.shape[0], interlaced=True)
+    return _png(ihdr, zlib.compress(_filtered_rows(rgb, interlaced=True)))
+
+
+def png_ending_early(rgb: np.ndarray, fraction: float, *, interlaced: bool) -> bytes:
+    """A well-formed PNG (CRCs, IEND, a complete zlib stream) whose stream holds only
+    ``fraction`` of the rows its header claims."""
+    raw = _filtered_rows(rgb, interlaced=interlaced)
+    ihdr = _rgb_ihdr(rgb.shape[1], rgb.shape[0], interlaced=interlaced)
+    return _png(ihdr, zlib.compress(raw[: int(len(raw) * fraction)]))
+
+
+def _progressive_jpeg(pixels: np.ndarray) -> bytes:
+    return encode_image(pixels, "JPEG", quality=90, progressive=True)
+
+
+TRUNCATION_SOURCES = {
+    "jpeg": lambda p: encode_image(p, "JPEG", quality=90),
+    "progressive-jpeg": _progressive_jpeg,
+    "cmyk-jpeg": lambda p: encode_image(Image.fromarray(p).convert("CMYK"), "JPEG", quality=90),
+    "png": lambda p: encode_image(p, "PNG"),
+    "interlaced-png": interlaced_png,
+    "webp": lambda p: encode_image(p, "WEBP", quality=90),
+    "lossless-webp": lambda p: encode_image(p, "WEBP", lossless=True),
+    "heic": lambda p: encode_image(p, "HEIF", quality=90),
+}
+
+
+@pytest.fixture(scope="module")
+def whole_files() -> dict[str, bytes]:
+    pixels = photo(480, 360, seed=11)
+    return {name: make(pixels) for name, make in TRUNCATION_SOURCES.items()}
+
+
+def _read(data: bytes, min_size: tuple[int, int] | None) -> None:
+    decode(data, probe(data, LIMITS), min_size=min_size)
+
+
+@pytest.mark.parametrize("name", TRUNCATION_SOURCES)
+def test_whole_files_of_every_format_decode(whole_files: dict[str, bytes], name: str) -> None:
+    """The control: the untruncated file decodes, at full size and reduced."""
+    image = decode(whole_files[name], probe(whole_files[name], LIMITS))
+    assert image.rgb.shape == (360, 480, 3)
+    assert_close(image.rgb[180, 240], OBJECT_RGB, tol=50)  # the disk in the middle
+    assert_close(image.rgb[-4, -4], BACKGROUND_RGB, tol=50)  # the last rows were decoded, not zero
+    small = decode(whole_files[name], probe(whole_files[name], LIMITS), min_size=(120, 90))
+    assert small.rgb.shape[0] >= 90 and small.rgb.shape[1] >= 120
+
+
+@pytest.mark.parametrize("min_size", [None, (120, 90)], ids=["full", "reduced"])
+@pytest.mark.parametrize("cut", ["header", "quarter", "half", "most", "minus-30", "minus-12", "minus-2", "minus-1"])
+@pytest.mark.parametrize("name", TRUNCATION_SOURCES)
+def test_truncated_files_of_every_format_are_unreadable(
+    whole_files: dict[str, bytes], name: str, cut: str, min_size: tuple[int, int] | None
+) -> None:
+    data = whole_files[name]
+    end = {
+        "header": 40,
+        "quarter": len(data) // 4,
+        "half": len(data) // 2,
+        "most": len(data) * 9 // 10,
+    }.get(cut) or len(data) - int(cut.split("-")[1])
+    with pytest.raises(UnreadableImage):
+        _read(data[:end], min_size)
+
+
+@pytest.mark.parametrize("min_size", [None, (120, 90)], ids=["full", "reduced"])
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.98])
+@pytest.mark.parametrize("name", ["jpeg", "progressive-jpeg", "cmyk-jpeg"])
+def test_jpeg_cut_short_then_closed_with_eoi_is_unreadable(
+    whole_files: dict[str, bytes], name: str, fraction: float, min_size: tuple[int, int] | None
+) -> None:
+    """A scan that hits the end marker too soon: libjpeg would fill the rest with grey."""
+    data = whole_files[name]
+    with pytest.raises(UnreadableImage):
+        _read(data[: int(len(data) * fraction)] + b"\xff\xd9", min_size)
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.5, 0.999])
+def test_png_whose_compressed_stream_ends_early_is_unreadable(interlaced: bool, fraction: float) -> None:
+    """Valid chunks, CRCs and IEND, a complete zlib stream, but less pixel data than IHDR claims."""
+    data = png_ending_early(photo(480, 360, seed=5), fraction, interlaced=interlaced)
+    with pytest.raises(UnreadableImage):
+        _read(data, None)
+
+
+def test_png_with_idat_cut_and_chunks_repaired_is_unreadable(whole_files: dict[str, bytes]) -> None:
+    """The IDAT chunk cut in half, its length and CRC made consistent, IEND appended."""
+    chunks = _png_chunks(whole_files["png"])
+    ihdr = dict(chunks)[b"IHDR"]
+    idat = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    with pytest.raises(UnreadableImage):
+        _read(_png(ihdr, idat[: len(idat) // 2]), None)
+
+
+def test_png_whose_compressed_stream_is_corrupt_is_unreadable(whole_files: dict[str, bytes]) -> None:
+    chunks = _png_chunks(whole_files["png"])
+    idat = bytearray(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    idat[len(idat) // 2 : len(idat) // 2 + 64] = bytes(range(64))
+    with pytest.raises(UnreadableImage):
+        _read(_png(dict(chunks)[b"IHDR"], bytes(idat)), None)
+
+
+def test_short_png_claiming_many_pixels_is_refused_from_its_sizes() -> None:
+    """The probe refuses it from chunk sizes: nothing the claimed size of is allocated."""
+    data = _png(_rgb_ihdr(16_000, 3_000, interlaced=False), zlib.compress(b"\x00" * (16_000 * 3 + 1)))
+    assert len(data) < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableImage, match="truncated"):
+            probe(data, LIMITS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024  # the pixels would be 144 MB
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("1", (13, 7), 1),
+        Image.new("P", (17, 9), 3),
+        Image.new("L", (1, 1), 77),
+        Image.new("LA", (5, 3), (9, 200)),
+        Image.new("RGBA", (31, 2), (1, 2, 3, 4)),
+    ],
+    ids=["1-bit", "palette", "1x1", "LA", "RGBA"],
+)
+def test_png_pixel_data_measure_fits_every_layout(image: Image.Image) -> None:
+    """Bit depths below 8, palettes and alpha: a whole file is never taken for a short one."""
+    data = encode_image(image, "PNG", **({"bits": 2} if image.mode == "P" else {}))
+    decoded = decode(data, probe(data, LIMITS))
+    assert decoded.rgb.shape[:2] == (image.height, image.width)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (9, 9), (17, 4)])
+def test_interlaced_png_of_any_size_decodes_exactly(size: tuple[int, int]) -> None:
+    pixels = np.random.default_rng(size[0]).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = decode(interlaced_png(pixels), probe(interlaced_png(pixels), LIMITS))
+    assert np.array_equal(image.rgb, pixels)
+
+
+def test_png_16bit_interlaced_and_trailing_bytes_after_iend() -> None:
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (10, 11, 3), dtype=np.uint16)
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb16)
+    data = _png(struct.pack(">IIBBBBB", 11, 10, 16, 2, 0, 0, 0), zlib.compress(raw), tail=b"appended by a tool")
+    image = decode(data, probe(data, LIMITS))
+    assert np.array_equal(image.rgb, (rgb16 >> 8).astype(np.uint8))
+
+
+def test_nothing_we_import_lets_pillow_load_truncated_images() -> None:
+    from PIL import ImageFile
+
+    import api.app  # noqa: F401 - everything the server imports
+    import sync.assets  # noqa: F401
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
