@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
 
 from billing import Charge, StoredResponse, format_credits
 from segmentation import ClipOptions, ClipResult
@@ -20,6 +19,17 @@ from segmentation.options import OPTION_NAMES
 
 from ..deps import BillingDep, ClipKeyDep, ClipperDep, SettingsDep
 from ..errors import ApiProblem
+from ..multipart import read_form
+from ..openapi import (
+    CLIP_HEADERS,
+    CLIP_OPTIONS,
+    image_response,
+    metered,
+    multipart_image_body,
+    openapi_extra,
+    problem_responses,
+    query_parameters,
+)
 from .params import duplicate_parameter, merge_values, query_values, strict_values, unknown_parameter
 
 router = APIRouter(tags=["clip"])
@@ -57,10 +67,7 @@ async def read_image_upload(
         raise ApiProblem(
             415, "unsupported_media_type", f"Send the image as multipart/form-data in the field {field!r}."
         )
-    try:
-        form = await request.form(max_files=2, max_fields=32, max_part_size=64 * 1024)
-    except MultiPartException as exc:
-        raise ApiProblem(400, "malformed_multipart", f"The multipart body cannot be parsed: {exc.message}") from exc
+    form = await read_form(request, max_files=2, max_fields=32, max_part_size=64 * 1024)
     try:
         parts = form.multi_items()
         uploads = [value for name, value in parts if isinstance(value, UploadFile) and name == field]
@@ -97,7 +104,15 @@ def clip_headers(result: ClipResult, charge: Charge) -> dict[str, str]:
 
 @router.post(
     "/v1/clip",
-    responses={200: {"content": {"image/png": {}, "image/webp": {}}, "description": "The cut-out image."}},
+    operation_id="clip",
+    response_class=Response,
+    responses=metered(
+        image_response(200, "The cut-out (or its alpha mask).", ("image/png", "image/webp"), CLIP_HEADERS),
+        problem_responses(400, 401, 402, 403, 409, 413, 415, 422, 429, 503),
+    ),
+    openapi_extra=openapi_extra(
+        parameters=query_parameters(CLIP_OPTIONS), body=multipart_image_body("image_file", CLIP_OPTIONS)
+    ),
 )
 async def clip(
     request: Request,
