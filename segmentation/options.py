@@ -92,7 +92,9 @@ def parse_bool(name: str, value: str | bool | None) -> bool:
     raise InvalidOption(f"{name} must be true or false; got {value!r}.")
 
 
-_MARGIN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(px|%)?\s*$")
+# Patterns as strings too: the API's OpenAPI document publishes them.
+MARGIN_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(px|%)?\s*$"
+_MARGIN = re.compile(MARGIN_PATTERN)
 
 
 def parse_margin(value: str | None) -> Margin:
@@ -112,7 +114,8 @@ def parse_margin(value: str | None) -> Margin:
     return Margin(amount, percent=False)
 
 
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")
+COLOR_PATTERN = r"^#?([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
+_HEX = re.compile(COLOR_PATTERN)
 
 
 def parse_color(value: str | None) -> tuple[int, int, int, int] | None:

@@ -14,6 +14,7 @@ from billing.accounts import period_bounds
 from billing.errors import InsufficientScope
 
 from ..deps import AccountKeyDep, AccountWriteKeyDep, BillingDep, SettingsDep
+from ..openapi import CLIP_HEADERS, metered, problem_responses
 
 router = APIRouter(tags=["account"])
 
@@ -90,7 +91,14 @@ def account_body(account: AccountInfo, usage: Usage, key: KeyInfo, keys: list[Ke
     return body
 
 
-@router.get("/v1/account")
+@router.get(
+    "/v1/account",
+    operation_id="getAccount",
+    responses=metered(
+        {200: {"description": "The account.", "headers": {"X-Credits-Remaining": CLIP_HEADERS["X-Credits-Remaining"]}}},
+        problem_responses(401, 402, 403, 404, 422, 429, 503),
+    ),
+)
 async def get_account(key: AccountKeyDep, billing: BillingDep) -> JSONResponse:
     """The key's account: plan, balance, this month's usage, and its keys (never their secrets)."""
     account = await billing.accounts.get(key.account_id)
@@ -107,7 +115,12 @@ class CheckoutBody(BaseModel):
     cancel_url: str | None = None
 
 
-@router.post("/v1/account/checkout", status_code=201)
+@router.post(
+    "/v1/account/checkout",
+    status_code=201,
+    operation_id="checkout",
+    responses=metered(problem_responses(401, 402, 403, 404, 413, 422, 429, 502, 503)),
+)
 async def checkout(
     body: CheckoutBody, request: Request, key: AccountWriteKeyDep, billing: BillingDep, settings: SettingsDep
 ) -> dict[str, str]:

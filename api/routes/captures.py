@@ -31,6 +31,20 @@ from ..deps import (
 )
 from ..errors import ApiProblem
 from ..settings import Settings
+from ..openapi import (
+    ASSET_HEADERS,
+    CLIP_HEADERS,
+    CLIP_OPTIONS,
+    DEVICE_PROBLEMS,
+    LOCATION_HEADER,
+    image_response,
+    link,
+    merge,
+    multipart_image_body,
+    openapi_extra,
+    problem_responses,
+    query_parameters,
+)
 from .clip import read_image_upload
 from .params import merge_values, query_values
 
@@ -38,6 +52,18 @@ router = APIRouter(tags=["captures"])
 
 _TOKEN = ("token",)  # the device token, where a header cannot be sent (``deps.current_device``)
 _SCREEN_OPTIONS = ("fiducials",)
+
+_CAPTURE_OPTIONS = {name: CLIP_OPTIONS[name] for name in CAPTURE_OPTION_NAMES}
+_SCREEN_SCHEMAS = {
+    "fiducials": {"type": "string", "enum": ["true", "false", "auto"], "default": "auto",
+                  "description": "true: the picture shows the paste pattern; false: ignore markers; auto: look."},
+}
+# The phone goes on with its own token (sent as ?token= where the capture was).
+_ASSET = {"path.asset_id": "$response.body#/asset_id", "query.token": "$request.query.token"}
+_CAPTURED_LINKS = {
+    "paste": link("paste", "Paste the clip where the phone is aimed.", **_ASSET),
+    "get": link("getAsset", "The clipped image.", **_ASSET),
+}
 
 
 def _base_url(request: Request, settings: Settings) -> str:
@@ -56,7 +82,20 @@ def _fiducials(value: str | None) -> bool | None:
     raise ApiProblem(422, "invalid_parameter", f"fiducials must be true, false or auto; got {value!r}.")
 
 
-@router.post("/v1/captures", status_code=201)
+@router.post(
+    "/v1/captures",
+    status_code=201,
+    operation_id="createCapture",
+    responses=merge(
+        {201: {"description": "The asset: its id, a signed URL, its size and the object's box.",
+               "headers": {"Location": LOCATION_HEADER, "Idempotent-Replayed": CLIP_HEADERS["Idempotent-Replayed"]},
+               "links": _CAPTURED_LINKS}},
+        problem_responses(*DEVICE_PROBLEMS, 400, 409, 413, 415),
+    ),
+    openapi_extra=openapi_extra(
+        parameters=query_parameters(_CAPTURE_OPTIONS), body=multipart_image_body("image_file", _CAPTURE_OPTIONS)
+    ),
+)
 async def create_capture(
     request: Request,
     phone: PhoneDep,
@@ -83,7 +122,14 @@ async def create_capture(
     return JSONResponse({**asset.to_json(), "url": captured.url}, status_code=201, headers=headers)
 
 
-@router.put("/v1/pairings/{pairing_id}/screen")
+@router.put(
+    "/v1/pairings/{pairing_id}/screen",
+    operation_id="putScreen",
+    responses=problem_responses(*DEVICE_PROBLEMS, 400, 413, 415),
+    openapi_extra=openapi_extra(
+        parameters=query_parameters(_SCREEN_SCHEMAS), body=multipart_image_body("image_file", _SCREEN_SCHEMAS)
+    ),
+)
 async def put_screen(
     pairing_id: str, request: Request, desktop: DesktopDep, screens: ScreensDep, settings: SettingsDep
 ) -> dict[str, object]:
@@ -98,7 +144,12 @@ async def put_screen(
     return info.to_json()
 
 
-@router.post("/v1/captures/{asset_id}/paste")
+@router.post(
+    "/v1/captures/{asset_id}/paste",
+    operation_id="paste",
+    responses=problem_responses(*DEVICE_PROBLEMS, 400, 409, 413, 415),
+    openapi_extra=openapi_extra(body=multipart_image_body("view", raw=False)),
+)
 async def paste(
     asset_id: str, request: Request, phone: PhoneDep, captures: CapturesDep, settings: SettingsDep
 ) -> dict[str, object]:
@@ -111,7 +162,12 @@ async def paste(
 
 @router.get(
     "/v1/assets/{asset_id}",
-    responses={200: {"content": {"image/png": {}}, "description": "The clipped image."}},
+    operation_id="getAsset",
+    response_class=Response,
+    responses=merge(
+        image_response(200, "The clipped image.", ("image/png",), ASSET_HEADERS),
+        problem_responses(*DEVICE_PROBLEMS),
+    ),
 )
 async def get_asset(
     asset_id: str,

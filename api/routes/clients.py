@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ApiProblem
+from ..openapi import image_response, merge, problem_responses
 
 log = logging.getLogger("arclip.clients")
 
@@ -161,7 +162,11 @@ def _pattern_png(width: int, height: int) -> bytes:
 
 @router.get(
     "/v1/fiducials.png",
-    responses={200: {"content": {"image/png": {}}, "description": "The pattern, transparent between markers."}},
+    operation_id="fiducialsPng",
+    response_class=Response,
+    responses=merge(
+        image_response(200, "The pattern, transparent between markers.", ("image/png",)), problem_responses(422)
+    ),
 )
 async def fiducials_png(
     w: Annotated[int, Query(ge=64, le=MAX_PATTERN_SIDE, description="canvas width in its pixels")],
@@ -217,7 +222,9 @@ def qr_svg(data: str, quiet: int = 4) -> str:
 
 @router.get(
     "/v1/qr.svg",
-    responses={200: {"content": {"image/svg+xml": {}}, "description": "The QR code."}},
+    operation_id="qrSvg",
+    response_class=Response,
+    responses=merge(image_response(200, "The QR code.", ("image/svg+xml",)), problem_responses(422)),
 )
 async def qr_code(data: Annotated[str, Query(min_length=1, max_length=MAX_QR_DATA)]) -> Response:
     """A QR code (SVG, 4-module quiet zone) of ``data``: the companion shows its pairing URL with it."""

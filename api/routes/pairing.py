@@ -22,11 +22,28 @@ from ..deps import (
     bearer_token,
 )
 from ..errors import ws_close_code
+from ..openapi import DEVICE_PROBLEMS, NO_STORE_HEADER, link, merge, problem_responses
 from ..settings import Settings
 
 router = APIRouter(tags=["pairing"])
 
 _NO_STORE = {"Cache-Control": "no-store"}  # responses that carry a token
+
+# What a client does next with a pairing's answer (and what a fuzzer follows): the desktop's
+# token and the code lead on to the rest of the device API.
+_DESKTOP = {"query.token": "$response.body#/desktop_token", "path.pairing_id": "$response.body#/pairing_id"}
+_OPENED_LINKS = {
+    "claim": {**link("claimPairing", "The phone joins with the code."), "requestBody": {"code": "$response.body#/code"}},
+    "get": link("getPairing", "The pairing, as the desktop sees it.", **_DESKTOP),
+    "screen": link("putScreen", "The desktop sends its screen picture.", **_DESKTOP),
+    "code": link("newPairingCode", "A fresh code for another phone.", **_DESKTOP),
+}
+_PHONE = {"query.token": "$response.body#/phone_token"}
+_CLAIMED_LINKS = {
+    "capture": link("createCapture", "The phone's cut.", **_PHONE),
+    "get": link("getPairing", "The pairing, as the phone sees it.",
+                **_PHONE, **{"path.pairing_id": "$response.body#/pairing_id"}),
+}
 
 
 class PairingOpened(BaseModel):
@@ -83,7 +100,16 @@ def _own(device: Device, pairing_id: str) -> None:
         raise PairingNotFound("No such pairing.")
 
 
-@router.post("/v1/pairings", status_code=201, response_model=PairingOpened)
+@router.post(
+    "/v1/pairings",
+    status_code=201,
+    response_model=PairingOpened,
+    operation_id="openPairing",
+    responses=merge(
+        {201: {"headers": NO_STORE_HEADER, "links": _OPENED_LINKS}},
+        problem_responses(429, 503),
+    ),
+)
 async def open_pairing(
     request: Request, response: Response, pairings: PairingsDep, settings: SettingsDep
 ) -> PairingOpened:
@@ -101,7 +127,16 @@ async def open_pairing(
     )
 
 
-@router.post("/v1/pairings/claim", status_code=201, response_model=PairingClaimed)
+@router.post(
+    "/v1/pairings/claim",
+    status_code=201,
+    response_model=PairingClaimed,
+    operation_id="claimPairing",
+    responses=merge(
+        {201: {"headers": NO_STORE_HEADER, "links": _CLAIMED_LINKS}},
+        problem_responses(404, 409, 410, 413, 422, 429, 503),
+    ),
+)
 async def claim_pairing(
     body: ClaimRequest, request: Request, response: Response, pairings: PairingsDep
 ) -> PairingClaimed:
@@ -113,14 +148,25 @@ async def claim_pairing(
     )
 
 
-@router.get("/v1/pairings/{pairing_id}", response_model=PairingView)
+@router.get(
+    "/v1/pairings/{pairing_id}",
+    response_model=PairingView,
+    operation_id="getPairing",
+    responses=problem_responses(*DEVICE_PROBLEMS),
+)
 async def get_pairing(pairing_id: str, device: DeviceDep, pairings: PairingsDep) -> PairingView:
     _own(device, pairing_id)
     info = await pairings.get(pairing_id)
     return PairingView.model_validate(info.to_json())
 
 
-@router.post("/v1/pairings/{pairing_id}/code", status_code=201, response_model=CodeIssued)
+@router.post(
+    "/v1/pairings/{pairing_id}/code",
+    status_code=201,
+    response_model=CodeIssued,
+    operation_id="newPairingCode",
+    responses=problem_responses(*DEVICE_PROBLEMS, 409),
+)
 async def new_code(
     pairing_id: str, request: Request, desktop: DesktopDep, pairings: PairingsDep, settings: SettingsDep
 ) -> CodeIssued:
@@ -130,7 +176,13 @@ async def new_code(
     return CodeIssued(code=issued.code, qr_url=_qr_url(request, settings, issued.code), expires_at=issued.expires_at)
 
 
-@router.delete("/v1/pairings/{pairing_id}", status_code=204)
+@router.delete(
+    "/v1/pairings/{pairing_id}",
+    status_code=204,
+    response_class=Response,
+    operation_id="unpair",
+    responses=problem_responses(*DEVICE_PROBLEMS, 409),
+)
 async def unpair(pairing_id: str, device: DeviceDep, pairings: PairingsDep) -> Response:
     """The desktop closes the pairing (every token revoked, assets deleted); a phone removes only itself."""
     _own(device, pairing_id)
