@@ -42,13 +42,7 @@ def disk() -> Disk:
 @pytest.fixture
 async def engine(database_path: Path, disk: Disk) -> AsyncIterator[AsyncEngine]:
     """The app's engine, with a short busy timeout (a locked database fails in 0.1 s, not 5 s)."""
-    database = create_database(f"sqlite+aiosqlite:///{database_path}")
-
-    @event.listens_for(database.sync_engine, "connect")
-    def _short_busy_timeout(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=100")
-        cursor.close()
+    database = create_database(f"sqlite+aiosqlite:///{database_path}", busy_timeout_s=0.1)
 
     @event.listens_for(database.sync_engine, "checkout")
     def _disk_space(dbapi_connection, _record, _proxy):  # type: ignore[no-untyped-def]

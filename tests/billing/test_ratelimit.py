@@ -179,7 +179,7 @@ async def test_redis_down_limits_in_process() -> None:
         await dead.aclose()
 
 
-async def test_redis_killed_and_restarted(tmp_path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+async def test_redis_killed_and_restarted(tmp_path, caplog) -> None:
     """Killed: a burst over the limit is still refused. Back: the limits are shared again, and a
     slot taken during the outage and given back after it goes to the store that holds it."""
     server = RedisServer(tmp_path / "redis", appendonly=False)
@@ -205,9 +205,7 @@ async def test_redis_killed_and_restarted(tmp_path, monkeypatch: pytest.MonkeyPa
                 await limiter.acquire("slot", single)
             assert busy.value.reason == "concurrency"
 
-            # The same port again, as a restarted Redis would be; it lost its data.
-            monkeypatch.setattr("sync.hub.testing.free_port", lambda: server.port)
-            assert server.start() == url
+            assert server.start(port=server.port) == url  # restarted where clients point; its data lost
             ticks.now += 1.0
             shared = await limiter.acquire("burst", burst)
             assert not shared.degraded and shared.remaining == 2
