@@ -207,7 +207,8 @@ def _decode_jpeg_fast(data: bytes, info: ImageInfo, min_size: tuple[int, int] | 
         height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    plain = colorspace in ("YCbCr", "Gray") and (width, height) == _stored_size((info.width, info.height), info.orientation)
+    stored = _stored_size((info.width, info.height), info.orientation)
+    plain = colorspace in ("YCbCr", "Gray") and (width, height) == stored
     if not plain:
         _check_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "RGB", min_width=1, min_height=1)
         return None
