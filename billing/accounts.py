@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .db import Account, ApiKey, LedgerEntry, utcnow
-from .errors import AccountNotFound, InvalidAmount
+from .errors import AccountNotFound, InvalidAmount, echo
 from .plans import Catalogue, Plan
 
 Clock = Callable[[], float]
@@ -169,7 +169,7 @@ class AccountService:
         async with self._sessions() as session:
             row = await session.get(Account, account_id)
             if row is None:
-                raise AccountNotFound(f"No account with id {account_id!r}.")
+                raise AccountNotFound(f"No account with id {echo(account_id)!r}.")
             return self._info(row)
 
     async def list(self) -> list[AccountInfo]:
@@ -187,7 +187,7 @@ class AccountService:
                 update(Account).where(Account.id == account_id).values(credits=Account.credits + credits)
             )
             if changed.rowcount == 0:
-                raise AccountNotFound(f"No account with id {account_id!r}.")
+                raise AccountNotFound(f"No account with id {echo(account_id)!r}.")
             session.add(grant_entry(account_id, credits, now, reference=reference, operation="grant"))
             row = await session.get(Account, account_id, populate_existing=True)
             assert row is not None
@@ -198,7 +198,7 @@ class AccountService:
         async with self._sessions.begin() as session:
             changed = await session.execute(update(Account).where(Account.id == account_id).values(plan=plan))
             if changed.rowcount == 0:
-                raise AccountNotFound(f"No account with id {account_id!r}.")
+                raise AccountNotFound(f"No account with id {echo(account_id)!r}.")
             row = await session.get(Account, account_id, populate_existing=True)
             assert row is not None
             return self._info(row)
@@ -213,7 +213,7 @@ class AccountService:
             )
             row = await session.get(Account, account_id, populate_existing=True)
             if row is None:
-                raise AccountNotFound(f"No account with id {account_id!r}.")
+                raise AccountNotFound(f"No account with id {echo(account_id)!r}.")
             return row.stripe_customer_id or customer_id
 
     async def usage(self, account_id: str, period: str | None = None) -> Usage:

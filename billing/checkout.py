@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .accounts import AccountService
-from .errors import PaymentsNotConfigured, UnknownPlan
+from .errors import PaymentsNotConfigured, UnknownPlan, echo
 from .payments import CheckoutRequest, CheckoutSession, PaymentGateway
 
 
@@ -37,7 +37,7 @@ class CheckoutService:
 
     async def subscribe(self, account_id: str, plan: str, *, success_url: str, cancel_url: str) -> CheckoutSession:
         if not self._accounts.catalogue.plan(plan).metered:
-            raise UnknownPlan(f"Plan {plan!r} is not sold by subscription; buy a credit pack instead.")
+            raise UnknownPlan(f"Plan {echo(plan)!r} is not sold by subscription; buy a credit pack instead.")
         if not self.payg_price:
             raise PaymentsNotConfigured("Pay-as-you-go is not configured (ARCLIP_STRIPE_PAYG_PRICE).")
         customer = await self.customer_of(account_id)

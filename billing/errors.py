@@ -7,6 +7,18 @@ Every error billing raises is a ``BillingError`` with a stable machine-readable
 
 from __future__ import annotations
 
+ECHO_LIMIT = 64  # characters of a client's value an error detail repeats
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as an error detail may repeat it: cut to ``limit`` characters.
+
+    (``segmentation.errors.echo`` does the same for the other packages; billing imports
+    nothing of ours.) Quote it where it is used (``{echo(x)!r}``).
+    """
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class BillingError(Exception):
     code = "billing_error"

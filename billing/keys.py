@@ -36,6 +36,7 @@ from .errors import (
     InvalidApiKey,
     MissingApiKey,
     RevokedApiKey,
+    echo,
 )
 from .plans import Catalogue
 
@@ -89,8 +90,8 @@ def _scopes(scopes: Iterable[str] | None) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(scopes)) if scopes is not None else SCOPES
     unknown = [s for s in chosen if s not in SCOPES]
     if unknown or not chosen:
-        raise InsufficientScope(f"Unknown scope {unknown[0]!r}; scopes: {', '.join(SCOPES)}." if unknown
-                                else "A key needs at least one scope.", unknown[0] if unknown else "")
+        raise InsufficientScope(f"Unknown scope {echo(unknown[0])!r}; scopes: {', '.join(SCOPES)}." if unknown
+                                else "A key needs at least one scope.", echo(unknown[0]) if unknown else "")
     return chosen
 
 
@@ -169,7 +170,7 @@ class ApiKeyService:
         (``plan`` and ``credits`` then do not apply).
         """
         if mode not in PREFIXES:
-            raise InvalidApiKey(f"A key's mode is 'live' or 'test', not {mode!r}.")
+            raise InvalidApiKey(f"A key's mode is 'live' or 'test', not {echo(mode)!r}.")
         chosen = _scopes(scopes)
         secret = new_secret(mode)
         now = self._clock()
@@ -215,7 +216,7 @@ class ApiKeyService:
                 )
             ).first()
         if found is None:
-            raise ApiKeyNotFound(f"No API key with id {key_id!r}.")
+            raise ApiKeyNotFound(f"No API key with id {echo(key_id)!r}.")
         return _info(found[0], found[1])
 
     async def revoke(self, key_id: str) -> KeyInfo:
@@ -232,7 +233,7 @@ class ApiKeyService:
                 )
             ).first()
             if found is None:
-                raise ApiKeyNotFound(f"No API key with id {key_id!r}.")
+                raise ApiKeyNotFound(f"No API key with id {echo(key_id)!r}.")
             return _info(found[0], found[1])
 
     def _now(self) -> datetime:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .accounts import Balance, Clock, balance_of, new_id, period_of
 from .db import Account, LedgerEntry, UsageOutbox
-from .errors import AccountNotFound, AccountSuspended, InsufficientCredits
+from .errors import AccountNotFound, AccountSuspended, InsufficientCredits, echo
 from .keys import KeyInfo
 from .plans import Catalogue, format_credits
 
@@ -240,5 +240,5 @@ class Ledger:
         async with self._sessions() as session:
             account = await session.get(Account, account_id)
             if account is None:
-                raise AccountNotFound(f"No account with id {account_id!r}.")
+                raise AccountNotFound(f"No account with id {echo(account_id)!r}.")
             return balance_of(account, self.catalogue.plan(account.plan), period_of(self._clock()))

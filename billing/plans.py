@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from .errors import InvalidAmount, UnknownPack, UnknownPlan
+from .errors import InvalidAmount, UnknownPack, UnknownPlan, echo
 
 MILLI = 1000
 
@@ -28,12 +28,12 @@ def to_milli(credits: float | str | Decimal) -> int:
     try:
         value = Decimal(str(credits))
     except InvalidOperation as exc:
-        raise InvalidAmount(f"{credits!r} is not a number of credits.") from exc
+        raise InvalidAmount(f"{echo(credits)!r} is not a number of credits.") from exc
     if not value.is_finite():
-        raise InvalidAmount(f"{credits!r} is not a number of credits.")
+        raise InvalidAmount(f"{echo(credits)!r} is not a number of credits.")
     milli = value * MILLI
     if milli != milli.to_integral_value():
-        raise InvalidAmount(f"{credits!r} has more than three decimals.")
+        raise InvalidAmount(f"{echo(credits)!r} has more than three decimals.")
     return int(milli)
 
 
@@ -67,7 +67,7 @@ class Plan:
                 values[name] = to_milli(values[name])
         unknown = set(values) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise UnknownPlan(f"Plan {self.name!r} has no setting {sorted(unknown)[0]!r}.")
+            raise UnknownPlan(f"Plan {self.name!r} has no setting {echo(sorted(unknown)[0])!r}.")
         return dataclasses.replace(self, **values)
 
 
@@ -122,13 +122,13 @@ class Catalogue:
         try:
             return self.plans[name]
         except KeyError:
-            raise UnknownPlan(f"No plan {name!r}; plans: {', '.join(sorted(self.plans))}.") from None
+            raise UnknownPlan(f"No plan {echo(name)!r}; plans: {', '.join(sorted(self.plans))}.") from None
 
     def pack(self, name: str) -> CreditPack:
         try:
             return self.packs[name]
         except KeyError:
-            raise UnknownPack(f"No credit pack {name!r}; packs: {', '.join(sorted(self.packs))}.") from None
+            raise UnknownPack(f"No credit pack {echo(name)!r}; packs: {', '.join(sorted(self.packs))}.") from None
 
     @classmethod
     def build(

@@ -6,6 +6,18 @@ module that calls the vendor, so callers only ever see ``SegmentationError``.
 
 from __future__ import annotations
 
+ECHO_LIMIT = 64  # characters of a client's value an error detail repeats
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as an error detail may repeat it: cut to ``limit`` characters.
+
+    Details name what was refused so a caller can see the mistake, but a 5000-character
+    id must not come back whole. Quote it where it is used (``{echo(x)!r}``).
+    """
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class SegmentationError(Exception):
     """Base of everything this package raises on purpose."""

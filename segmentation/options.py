@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InvalidOption
+from .errors import InvalidOption, echo
 
 OutputFormat = Literal["png", "webp"]
 Channels = Literal["rgba", "alpha"]
@@ -75,7 +75,7 @@ def _choice(name: str, value: str | None, allowed: tuple[str, ...], default: str
         return default
     lowered = value.strip().lower()
     if lowered not in allowed:
-        raise InvalidOption(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        raise InvalidOption(f"{name} must be one of {', '.join(allowed)}; got {echo(value)!r}.")
     return lowered
 
 
@@ -89,7 +89,7 @@ def parse_bool(name: str, value: str | bool | None) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise InvalidOption(f"{name} must be true or false; got {value!r}.")
+    raise InvalidOption(f"{name} must be true or false; got {echo(value)!r}.")
 
 
 # Patterns as strings too: the API's OpenAPI document publishes them.
@@ -103,7 +103,7 @@ def parse_margin(value: str | None) -> Margin:
         return Margin(0, percent=False)
     match = _MARGIN.match(value)
     if not match:
-        raise InvalidOption(f"crop_margin must be pixels (e.g. 20px) or a percentage (e.g. 10%); got {value!r}.")
+        raise InvalidOption(f"crop_margin must be pixels (e.g. 20px) or a percentage (e.g. 10%); got {echo(value)!r}.")
     amount, unit = float(match.group(1)), match.group(2)
     if unit == "%":
         if amount > 50:
@@ -124,7 +124,7 @@ def parse_color(value: str | None) -> tuple[int, int, int, int] | None:
         return None
     match = _HEX.match(value.strip())
     if not match:
-        raise InvalidOption(f"bg_color must be a hex colour such as #ffffff; got {value!r}.")
+        raise InvalidOption(f"bg_color must be a hex colour such as #ffffff; got {echo(value)!r}.")
     digits = match.group(1)
     if len(digits) in (3, 4):
         digits = "".join(c * 2 for c in digits)

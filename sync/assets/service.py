@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from segmentation.errors import echo
 from sync.db import AssetRow
 from sync.storage import ObjectNotFound, ObjectStore
 
@@ -117,10 +118,10 @@ class AssetService:
         async with self._sessions() as session:
             row = await session.get(AssetRow, asset_id)
         if row is None or (pairing_id is not None and row.pairing_id != pairing_id):
-            raise AssetNotFound(f"No asset {asset_id!r} in this pairing.")
+            raise AssetNotFound(f"No asset {echo(asset_id)!r} in this pairing.")
         asset = _asset(row)
         if asset.expires_at <= self._clock():
-            raise AssetNotFound(f"Asset {asset_id!r} has expired.")
+            raise AssetNotFound(f"Asset {echo(asset_id)!r} has expired.")
         return asset
 
     async def snapshot(self, pairing_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -22,6 +23,10 @@ from .errors import BadSignature, ExpiredSignature
 
 KEY_FILE = "signing.key"
 _MIN_KEY_BYTES = 16
+# One spelling per URL: unix seconds in plain ASCII digits, no sign, space, underscore,
+# leading zero or other digits ``int()`` would take, and a bounded length.
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+_SIG = re.compile(r"[A-Za-z0-9_-]{43}")  # unpadded base64url of 32 bytes
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,21 @@ class UrlSigner:
 
     def verify(self, asset_id: str, expires: str | int | None, sig: str | None) -> None:
         """Raise ``BadSignature`` or ``ExpiredSignature`` unless the pair is valid now."""
-        try:
-            when = int(expires)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise BadSignature("The URL's signature is missing or malformed.") from None
-        if not sig or not hmac.compare_digest(self._mac(asset_id, when), sig):
+        when = _expires(expires)
+        if when is None or sig is None or not _SIG.fullmatch(sig):
+            raise BadSignature("The URL's signature is missing or malformed.")
+        if not hmac.compare_digest(self._mac(asset_id, when).encode(), sig.encode()):
             raise BadSignature("The URL's signature is not valid.")
         if when < self._clock():
             raise ExpiredSignature("The signed URL has expired; ask for a fresh one.")
+
+
+def _expires(value: str | int | None) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    if isinstance(value, str) and _EXPIRES.fullmatch(value):
+        return int(value)
+    return None
 
 
 def load_signing_key(configured: str | None, data_dir: Path) -> bytes:

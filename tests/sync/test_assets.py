@@ -164,6 +164,33 @@ def test_signature_roundtrip_and_refusals(clock: Clock) -> None:
         signer.verify("ast_1", signature.expires, signature.sig)
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["0{e}", "+{e}", " {e}", "{e} ", "{e}\n", "{e_}", "-{e}", "{e}.0", "{wide}", "{arabic}", "", "9" * 13, "1e9"],
+)
+def test_expiry_has_one_spelling(clock: Clock, spelling: str) -> None:
+    """Only the plain ASCII digits that were signed: int() would take each of these for the same time."""
+    signer = UrlSigner(KEY, clock=clock.unix)
+    signature = signer.sign("ast_1", ttl=60)
+    e = str(signature.expires)
+    other = spelling.format(
+        e=e,
+        e_=e[:3] + "_" + e[3:],
+        wide="".join(chr(0xFF10 + int(d)) for d in e),  # fullwidth digits
+        arabic="".join(chr(0x0660 + int(d)) for d in e),  # Arabic-Indic digits
+    )
+    with pytest.raises(BadSignature):
+        signer.verify("ast_1", other, signature.sig)
+    signer.verify("ast_1", e, signature.sig)  # the one spelling passes
+
+
+@pytest.mark.parametrize("sig", ["é" * 43, "A" * 44, "A" * 5000, "=" * 43, "A" * 42 + "é"])
+def test_malformed_signatures_are_refused_not_crashed_on(clock: Clock, sig: str) -> None:
+    signer = UrlSigner(KEY, clock=clock.unix)
+    with pytest.raises(BadSignature):
+        signer.verify("ast_1", str(signer.sign("ast_1", ttl=60).expires), sig)
+
+
 def test_signature_never_outlives_not_after(clock: Clock) -> None:
     signer = UrlSigner(KEY, clock=clock.unix)
     assert signer.sign("a", ttl=900, not_after=clock.unix() + 10).expires == int(clock.unix() + 10)
@@ -207,6 +234,17 @@ async def test_other_pairing_and_unknown_ids_look_the_same(assets: AssetService)
         await assets.get(asset.id, "pair_b")
     with pytest.raises(AssetNotFound):
         await assets.get("ast_nope", "pair_a")
+
+
+async def test_not_found_echoes_only_a_prefix_of_the_id(assets: AssetService, clock: Clock) -> None:
+    hostile = "ast_" + "x" * 5000
+    with pytest.raises(AssetNotFound) as refused:
+        await assets.get(hostile, "pair_a")
+    assert "ast_xxx" in refused.value.detail and len(refused.value.detail) < 120
+    signature = UrlSigner(KEY, clock=clock.unix).sign(hostile, ttl=60)  # the service's key
+    with pytest.raises(AssetNotFound) as refused:
+        await assets.get_signed(hostile, str(signature.expires), signature.sig)
+    assert len(refused.value.detail) < 120
 
 
 async def test_signed_path_opens_the_asset_until_it_expires(assets: AssetService, clock: Clock) -> None:
