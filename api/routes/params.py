@@ -12,13 +12,15 @@ from collections.abc import Collection, Iterable, Mapping
 
 from starlette.requests import Request
 
+from segmentation.errors import echo as _bounded
+
 from ..errors import ApiProblem
 
 _ECHO = 40  # characters of a client's parameter name an answer repeats
 
 
 def echo(name: str) -> str:
-    return name if len(name) <= _ECHO else name[:_ECHO] + "…"
+    return _bounded(name, _ECHO)
 
 
 def unknown_parameter(name: str, known: Collection[str]) -> ApiProblem:
