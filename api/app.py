@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -36,6 +37,7 @@ from .middleware import (
 )
 from .routes import account, captures, clients, clip, health, pairing, stripe_webhook
 from .services import Services
+from .warmup import WarmingEngine
 from .settings import Settings
 
 log = logging.getLogger("arclip")
@@ -94,14 +96,12 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = create_database(settings.resolved_database_url, busy_timeout_s=settings.database_busy_timeout_s)
         try:
-            await create_schema(database)
+            await create_schema(database, auto_migrate=settings.auto_migrate)
             sessions = session_factory(database)
-            clipper = build_engine(settings, model)
-            await clipper.start()
-            log.info(
-                "clipping with %s (%s), extra passes: %s", clipper.model.provider,
-                getattr(clipper.model, "precision", "fp32"), ",".join(clipper.config.extra_passes) or "none",
-            )
+            clipper = WarmingEngine()
+            # The ONNX model loads while the server already answers (/readyz: "starting");
+            # a model handed in is loaded already.
+            await clipper.load(partial(build_engine, settings, model), background=model is None)
             live_sync = await start_live_sync(settings, sessions)
             asset_stack = start_assets(settings, sessions, clipper, live_sync.hub, live_sync.pairings)
             # A device whose missed messages were trimmed gets the pairing's clips in its resync.

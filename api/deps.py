@@ -31,7 +31,7 @@ def get_settings(services: ServicesDep) -> Settings:
 
 
 def get_clipper(services: ServicesDep) -> ClipEngine:
-    return services.clipper
+    return services.clipper.engine  # EngineStarting (503 starting) while the model loads
 
 
 def get_keys(services: ServicesDep) -> ApiKeyService:

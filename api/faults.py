@@ -27,6 +27,8 @@ from sync.hub import errors as hub_errors
 from sync.pairing import errors as pairing_errors
 from sync.storage import errors as storage_errors
 
+from .warmup import EngineFailed, EngineStarting
+
 log = logging.getLogger("arclip.faults")
 
 # RFC 6455 (IANA registry): 1013 "Try Again Later": reconnect after a while.
@@ -70,6 +72,8 @@ def classify_fault(exc: BaseException) -> Fault | None:
 
 def _classify_one(exc: BaseException) -> Fault | None:
     # Our own exception tree first: the adapters have already said what failed.
+    if isinstance(exc, (EngineStarting, EngineFailed)):
+        return Fault(exc.code, exc.detail, getattr(exc, "retry_after", 30))
     if isinstance(exc, storage_errors.StorageFull):
         return Fault(exc.code, "Storage is full; retry later.", 30)
     if isinstance(exc, storage_errors.StorageUnavailable):

@@ -13,6 +13,7 @@ replica "not ready" quickly instead of making the probe hang.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from segmentation import ClipEngine
 from sync.storage import ObjectStore
 from sync.storage.files import free_bytes_at
 
 from .faults import classify_fault
+from .warmup import WarmingEngine
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -35,14 +36,14 @@ PROBE_KEY = "readyz/probe"
 
 @dataclass
 class Check:
-    """One service's readiness: ``status`` is ``ok``, ``error`` or ``not_configured``."""
+    """One service's readiness: ``status`` is ``ok``, ``not_configured``, ``starting`` or ``error``."""
 
     status: str = "ok"
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.status != "error"
+        return self.status in ("ok", "not_configured")
 
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status, **self.detail}
@@ -58,7 +59,7 @@ class LowDisk(Exception):
 class Readiness:
     database: AsyncEngine
     store: ObjectStore
-    clipper: ClipEngine
+    clipper: WarmingEngine
     redis: Redis | None
     min_free_bytes: int
     timeout_s: float
@@ -112,6 +113,11 @@ class Readiness:
         return Check("ok")
 
     async def _inference(self) -> Check:
+        if not self.clipper.ready:
+            elapsed = round(time.monotonic() - self.clipper.started_at, 1)
+            if self.clipper.phase == "failed":
+                return Check("error", {"error": "inference_unavailable", "detail": str(self.clipper.engine_failure)})
+            return Check("starting", {"phase": self.clipper.phase, "seconds": elapsed})
         model = self.clipper.model
         return Check(
             "ok",

@@ -15,6 +15,7 @@ from sync.storage import ObjectStore
 
 from .readiness import Readiness
 from .settings import Settings
+from .warmup import WarmingEngine
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Services:
     database: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     keys: ApiKeyService
-    clipper: ClipEngine
+    clipper: WarmingEngine  # the ClipEngine, once its model has loaded (api.warmup)
     store: ObjectStore
     assets: AssetService
     screens: ScreenService

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         'flip-uncertain,aspect-uncertain on a CPU',
     )
     max_queue: int = 16
+    auto_migrate: bool = Field(
+        default=False,
+        description="PostgreSQL: a replica upgrades an older schema itself at start (under a lock); "
+        "false: it refuses to start until `arclip db upgrade` ran. SQLite always upgrades itself",
+    )
     database_busy_timeout_s: float = Field(
         default=5.0, ge=0, description="SQLite: how long a write waits for another writer's lock before a 503"
     )
@@ -95,7 +100,7 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, description="an Idempotency-Key's response is replayed this long")
     reservation_ttl_s: int = Field(default=15 * 60, ge=30, description="credits reserved by a request that never finished come back after this")
     key_touch_interval_s: float = Field(default=60.0, ge=0, description="an API key's last_used_at is written at most this often")
-    ratelimit_redis_timeout_s: float = Field(default=0.25, gt=0, description="a slower Redis is a failed one: requests pass unlimited")
+    ratelimit_redis_timeout_s: float = Field(default=0.25, gt=0, description="a slower Redis is a failed one: each replica limits in process meanwhile")
     stripe_api_key: SecretStr | None = Field(default=None, description="unset: no Stripe (no checkout, usage kept for later)")
     stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_… of the /v1/stripe/webhook endpoint")
     stripe_api_base: str | None = Field(default=None, description="another Stripe API address (a local test server)")
