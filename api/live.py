@@ -36,6 +36,7 @@ from sync.pairing import (
     Throttle,
 )
 
+from .faults import classify_fault
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -94,13 +95,17 @@ async def start_live_sync(settings: Settings, sessions: async_sessionmaker[Async
         presence = RedisPresence(redis, grace_s=grace_s)
         log.info("live hub on Redis streams")
     else:
-        hub = SqlHub(sessions, max_messages=settings.hub_max_messages, retention=retention)
+        # SQLite has one writer at a time: the hub's transactions take turns rather than race (sync/hub/sql.py).
+        one_at_a_time = sessions.kw["bind"].dialect.name == "sqlite"
+        hub = SqlHub(
+            sessions, max_messages=settings.hub_max_messages, retention=retention, one_at_a_time=one_at_a_time
+        )
         throttle = MemoryThrottle()
         presence = MemoryPresence(grace_s)
         log.info("live hub in process (messages kept in the database)")
     pairings = PairingService(sessions, pairing_config(settings), throttle=throttle, events=hub.publish)
     pairings.add_close_listener(hub.forget)
-    live = SyncGateway(hub, session_config(settings), presence=presence)
+    live = SyncGateway(hub, session_config(settings), presence=presence, faults=classify_fault)
     live.add_snapshot_source("pairing", pairings.snapshot)
 
     async def sweep() -> int:

@@ -7,7 +7,10 @@ from .presence import PEER_OFFLINE, PEER_ONLINE, MemoryPresence, Peer, Presence
 from .presence_redis import RedisPresence
 from .redis_streams import RedisHub
 from .session import (
+    MAX_ID,
     CloseCode,
+    Fault,
+    Faults,
     SessionConfig,
     SessionState,
     Socket,
@@ -17,7 +20,8 @@ from .session import (
 from .sql import SqlHub
 
 __all__ = [
-    "PEER_OFFLINE", "PEER_ONLINE", "CloseCode", "HistoryTrimmed", "Hub", "HubError", "HubUnavailable",
+    "MAX_ID", "PEER_OFFLINE", "PEER_ONLINE", "CloseCode", "Fault", "Faults", "HistoryTrimmed", "Hub", "HubError",
+    "HubUnavailable",
     "MemoryPresence", "Message", "Peer", "Presence", "RedisHub", "RedisPresence", "SessionConfig", "SessionState",
     "Socket", "SocketClosed", "SqlHub", "SyncGateway", "SyncSession", "Wakeups",
 ]

@@ -2,8 +2,14 @@
 
 ``Hub`` is the Protocol; ``SqlHub`` (the in-process default, persisted in the
 SQL database) and ``RedisHub`` (Redis Streams, for several replicas) implement
-it. Ids are consecutive integers per pairing, starting at 1: a gap is how a
-follower learns that history was trimmed.
+it. Ids are consecutive integers per pairing, counted from the log's *origin*:
+the first message is ``origin + 1``, and a gap is how a follower learns that
+history was trimmed. ``SqlHub``'s origin is 0 (its log is as durable as the
+database). ``RedisHub`` takes a new stream's origin from Redis's clock, so a
+stream that Redis lost (a restart without persistence, ``FLUSHALL``, expiry)
+starts again above every id it ever gave out: ids never repeat in a pairing,
+and a follower still holding an old id gets a ``HistoryTrimmed`` (a resync).
+Ids stay below 2**53, so JavaScript clients hold them exactly.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class Hub(Protocol):
         ...
 
     async def last_id(self, pairing_id: str) -> int:
-        """The newest id given out (0 before the first message)."""
+        """The newest id given out (the log's origin before its first message: 0 for ``SqlHub``)."""
         ...
 
     async def ack(self, pairing_id: str, device_id: str, message_id: int) -> None:
@@ -104,33 +110,37 @@ async def follow_log(
     after: int,
     *,
     read: Callable[[str, int], Awaitable[list[Message]]],
-    head: Callable[[str], Awaitable[int]],
+    bounds: Callable[[str], Awaitable[tuple[int, int]]],
     wakeups: Wakeups,
 ) -> AsyncIterator[Message]:
     """The follow loop both backends share: read after the cursor, else wait for a wake-up.
 
-    ``read(pairing_id, after)`` returns the next batch in id order. A batch that
-    does not start right after the cursor means the log was trimmed; a cursor
-    beyond the head means the log was lost or the client is confused: both
-    raise ``HistoryTrimmed`` with the current head.
+    ``read(pairing_id, after)`` returns the next batch in id order;
+    ``bounds(pairing_id)`` is ``(origin, last_id)``. ``after=0`` means "from the
+    start", whatever the origin. Raises ``HistoryTrimmed`` when messages after
+    the cursor are gone (a batch that does not start right after it, or nothing
+    to read below a head read earlier), with reason ``"reset"`` when ``after``
+    is not an id of this log at all (beyond the head, or below the origin).
     """
-    cursor = after
-    checked_head = False
     with wakeups.watch(pairing_id) as current:
+        # Bounds before the first read: every id up to ``head`` was readable then, unless trimmed since.
+        origin, head = await bounds(pairing_id)
+        if after == 0:
+            cursor = origin
+        elif after > head or after < origin:
+            raise HistoryTrimmed(pairing_id, after, head, "reset")
+        else:
+            cursor = after
         while True:
             wake = current()
             batch = await read(pairing_id, cursor)
             if batch:
                 if batch[0].id != cursor + 1:
-                    raise HistoryTrimmed(pairing_id, cursor, await head(pairing_id))
-                checked_head = True
+                    raise HistoryTrimmed(pairing_id, cursor, (await bounds(pairing_id))[1])
                 for message in batch:
                     cursor = message.id
                     yield message
                 continue
-            if not checked_head:
-                last = await head(pairing_id)
-                if cursor > last:
-                    raise HistoryTrimmed(pairing_id, cursor, last)
-                checked_head = True
+            if cursor < head:
+                raise HistoryTrimmed(pairing_id, cursor, (await bounds(pairing_id))[1])
             await wake.wait()

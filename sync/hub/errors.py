@@ -18,16 +18,19 @@ class HubUnavailable(HubError):
 
 
 class HistoryTrimmed(HubError):
-    """Messages after ``after`` are no longer all kept (retention, length limit, or a lost stream).
+    """Messages after ``after`` are no longer all kept, or ``after`` is not an id of this log.
 
-    Not an error for clients: the session answers it with a ``resync`` snapshot
-    and carries on from ``last_id``.
+    ``reason`` is ``"trimmed"`` (retention or the length limit dropped them) or
+    ``"reset"`` (``after`` is beyond the log's head, or from before the log was
+    lost and started again). Not an error for clients: the session answers it
+    with a ``resync`` snapshot and carries on from ``last_id``.
     """
 
     code = "history_trimmed"
 
-    def __init__(self, pairing_id: str, after: int, last_id: int) -> None:
-        super().__init__(f"history of {pairing_id} after {after} is gone; the stream is at {last_id}")
+    def __init__(self, pairing_id: str, after: int, last_id: int, reason: str = "trimmed") -> None:
+        super().__init__(f"history of {pairing_id} after {after} is gone ({reason}); the stream is at {last_id}")
         self.pairing_id = pairing_id
         self.after = after
         self.last_id = last_id
+        self.reason = reason

@@ -3,6 +3,10 @@
 Other parts of the product add to the snapshot a client receives after a gap
 (``add_snapshot_source("assets", fn)``): each source returns a JSON-ready dict
 for a pairing id and lands under its name.
+
+``faults`` tells an infrastructure fault from a bug for the sessions (close
+1013 with an ``error`` frame, rather than 1011); the composition root passes
+its classifier. Without one only ``HubUnavailable`` counts as a fault.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from sync.pairing import Device
 
 from .base import Hub
 from .presence import MemoryPresence, Presence
-from .session import CloseCode, SessionConfig, Snapshot, Socket, SyncSession
+from .session import CloseCode, Faults, SessionConfig, Snapshot, Socket, SyncSession
 
 log = logging.getLogger("arclip.hub")
 
@@ -29,9 +33,11 @@ class SyncGateway:
         config: SessionConfig | None = None,
         *,
         presence: Presence | None = None,
+        faults: Faults | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
+        self._faults = faults
         self.config = config or SessionConfig()
         # In-process by default; several replicas share a RedisPresence (api/live.py).
         self.presence: Presence = presence if presence is not None else MemoryPresence()
@@ -65,7 +71,7 @@ class SyncGateway:
             return CloseCode.SERVICE_RESTART
         session = SyncSession(
             socket, device, self.hub, config=self.config, snapshot=self.snapshot, presence=self.presence,
-            clock=self._clock,
+            faults=self._faults, clock=self._clock,
         )
         self._sessions.add(session)
         try:

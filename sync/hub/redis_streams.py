@@ -2,13 +2,23 @@
 
 Layout (``prefix`` defaults to ``arclip``)::
 
-    {prefix}:hub:{pairing_id}        stream; entry ids are 0-1, 0-2, … (``XADD … 0-*``)
+    {prefix}:hub:{pairing_id}        stream; entry ids are 0-(origin+1), 0-(origin+2), … (``XADD … 0-*``)
     {prefix}:hub:{pairing_id}:acks   hash: device_id -> highest acked id
 
 ``publish`` is ``XADD`` (trimmed to ``max_messages`` exactly) and ``EXPIRE`` in
-one ``MULTI``; it returns once Redis has the entry. How durable that is across
+one script; it returns once Redis has the entry. How durable that is across
 a *Redis* restart is Redis's persistence setting: run it with
 ``appendonly yes`` (the compose file does) for the 201-means-delivered promise.
+
+Ids never repeat, even when Redis loses the stream (a restart without
+persistence, ``FLUSHALL``, the TTL): whoever finds the stream missing (a
+publish, or ``last_id``) creates it empty with its last id set to the *origin*,
+Redis's clock in microseconds (``TIME``, about 1.7e15, below 2**53 until the
+year 2255). A stream cannot give out more than one id per microsecond (each is
+a round trip to Redis), so a stream created again starts above every id the
+lost one gave out; a follower holding one of those ids gets a resync
+(``HistoryTrimmed``), and the stream's origin is ``last-generated-id`` minus
+``entries-added``. This trusts Redis's clock not to step back between the two.
 
 Reading: followers read with ``XRANGE`` after their own cursor. One task per
 process tails every stream this process's followers watch with a single
@@ -21,8 +31,11 @@ swallow a cancellation that lands mid-command (redis/redis-py#2028, still seen
 with 8.1), and a session must stop its follower the moment it is told to.
 
 Time retention is the stream's TTL, renewed on every publish; the count limit
-is the ``MAXLEN``. Needs Redis 7.0+ (``0-*`` ids, exclusive ``XRANGE``), and
-no cluster (one ``XREAD`` spans many keys).
+is the ``MAXLEN``. Needs Redis 7.0+ (``0-*`` ids, exclusive ``XRANGE``,
+``XSETID … ENTRIESADDED``), and no cluster (one ``XREAD`` spans many keys).
+
+Redis errors become ``HubUnavailable`` when Redis cannot serve now (down,
+loading, out of memory, unable to persist, a read-only replica), else ``HubError``.
 """
 
 from __future__ import annotations
@@ -37,7 +50,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import Message, Wakeups, follow_log
@@ -51,6 +71,35 @@ log = logging.getLogger("arclip.hub")
 T = TypeVar("T")
 
 _BATCH = 200
+# Creates a missing stream empty, its last id at the origin (see the module docstring).
+_ENSURE = """
+local function ensure(key, ttl)
+  if redis.call('EXISTS', key) == 1 then return end
+  local now = redis.call('TIME')
+  local origin = '0-' .. now[1] .. string.format('%06d', tonumber(now[2]))
+  redis.call('XADD', key, 'MAXLEN', '0', origin, 'type', '', 'data', '')
+  redis.call('XSETID', key, origin, 'ENTRIESADDED', '0', 'MAXDELETEDID', '0-0')
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+# KEYS: stream; ARGV: type, data, maxlen, ttl. Returns the new entry's id.
+_PUBLISH_SCRIPT = _ENSURE + """
+ensure(KEYS[1], ARGV[4])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-*', 'type', ARGV[1], 'data', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return id
+"""
+# KEYS: stream; ARGV: ttl. Returns {last-generated-id, entries-added}.
+_BOUNDS_SCRIPT = _ENSURE + """
+ensure(KEYS[1], ARGV[1])
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, added = '0-0', 0
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+  if info[i] == 'entries-added' then added = info[i + 1] end
+end
+return {last, added}
+"""
 _ACK_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
@@ -59,12 +108,20 @@ return 1
 """
 
 
+# Redis is there but cannot serve now (ConnectionError covers LOADING and "max clients").
+_CANNOT_SERVE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError, MasterDownError)
+
+
 @contextlib.contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise HubUnavailable("The message hub (Redis) cannot be reached; retry shortly.") from exc
+    except _CANNOT_SERVE as exc:
+        raise HubUnavailable("The message hub (Redis) cannot serve right now; retry shortly.") from exc
+    except ResponseError as exc:
+        if str(exc).startswith(("MISCONF", "OOM", "LOADING")):  # as relayed from inside a script
+            raise HubUnavailable("The message hub (Redis) cannot serve right now; retry shortly.") from exc
+        raise HubError(f"The message hub (Redis) failed: {exc}") from exc
     except RedisError as exc:
         raise HubError(f"The message hub (Redis) failed: {exc}") from exc
 
@@ -119,6 +176,8 @@ class RedisHub:
         self._block_ms = block_ms
         self._wakeups = Wakeups()
         self._ack = redis.register_script(_ACK_SCRIPT)
+        self._publish = redis.register_script(_PUBLISH_SCRIPT)
+        self._bounds_script = redis.register_script(_BOUNDS_SCRIPT)
         # The tail: the newest id seen per watched pairing, and who reads.
         self._cursors: dict[str, int] = {}
         self._watch_count: dict[str, int] = {}
@@ -164,7 +223,9 @@ class RedisHub:
         payload = json.dumps(data, separators=(",", ":"))
         key = self._key(pairing_id)
         with _translated():
-            entry_id, _ = await shielded(self._append(key, type, payload))
+            entry_id = await shielded(
+                self._publish(keys=[key], args=[type, payload, self.max_messages, self._retention_s])
+            )
         self._wakeups.notify(pairing_id)  # this replica's followers need not wait for the tail
         return _seq(entry_id)
 
@@ -176,12 +237,6 @@ class RedisHub:
         key = self._key(pairing_id)
         with _translated():
             await shielded(self._expire(key, self._forget_s))
-
-    async def _append(self, key: str, type: str, payload: str) -> list[Any]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, {"type": type, "data": payload}, id="0-*", maxlen=self.max_messages, approximate=False)
-            pipe.expire(key, self._retention_s)
-            return await pipe.execute()
 
     async def _expire(self, key: str, seconds: int) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -197,7 +252,7 @@ class RedisHub:
         await self._watch(pairing_id, after)
         try:
             async with contextlib.aclosing(
-                follow_log(pairing_id, after, read=self._read, head=self.last_id, wakeups=self._wakeups)
+                follow_log(pairing_id, after, read=self._read, bounds=self._bounds, wakeups=self._wakeups)
             ) as messages:
                 async for message in messages:
                     yield message
@@ -213,14 +268,15 @@ class RedisHub:
             messages.append(Message(_seq(entry_id), fields.get("type", ""), json.loads(fields.get("data", "{}"))))
         return messages
 
-    async def last_id(self, pairing_id: str) -> int:
+    async def _bounds(self, pairing_id: str) -> tuple[int, int]:
+        """``(origin, last_id)``, creating the stream (at a new origin) when Redis has none."""
         with _translated():
-            try:
-                info = await shielded(self._redis.xinfo_stream(self._key(pairing_id)))
-            except ResponseError:  # no such key: nothing published, or the stream expired
-                return 0
-        last = info.get("last-generated-id") or info.get(b"last-generated-id") or "0-0"
-        return _seq(last)
+            last, added = await shielded(self._bounds_script(keys=[self._key(pairing_id)], args=[self._retention_s]))
+        head = _seq(last)
+        return head - int(added), head
+
+    async def last_id(self, pairing_id: str) -> int:
+        return (await self._bounds(pairing_id))[1]
 
     async def acked(self, pairing_id: str, device_id: str) -> int:
         with _translated():

@@ -8,9 +8,10 @@ Server to client::
                                              "heartbeat_s", "idle_timeout_s", "peers": [{"device_id", "role"}],
                                              "presence_grace_s"}}          first, once
     {"id": N,    "type": T,        "data": {...}}     the pairing's messages, ids increasing by one
-    {"id": N,    "type": "resync", "data": {"reason": "trimmed", "last_id": N, "snapshot": {...}}}
+    {"id": N,    "type": "resync", "data": {"reason": "trimmed" | "reset", "last_id": N, "snapshot": {...}}}
     {"id": null, "type": "peer.online" | "peer.offline", "data": {"device_id", "role"}}    presence
-    {"id": null, "type": "ping" | "pong" | "error", "data": {...}}     control, not in the log
+    {"id": null, "type": "ping" | "pong", "data": {}}                  control, not in the log
+    {"id": null, "type": "error",  "data": {"code", "detail", ["retry_after"]}}
 
 Client to server::
 
@@ -18,13 +19,27 @@ Client to server::
     {"type": "resume", "last_id": N}    replay everything after N, then carry on live
     {"type": "ping"} / {"type": "pong"}
 
+Ids are integers, 0 ≤ N < 2**63 (in practice below 2**53, so JavaScript holds
+them exactly). They increase and never repeat within a pairing, even if the
+hub's store loses its data (see ``sync.hub.base``); they need not start at 1.
+
 Delivery is at-least-once and in order: a client ignores ids it has already
 seen. Without ``resume`` delivery starts after the device's last ack, so a
 client that acks never misses a message, even across server restarts. When the
 messages it asks for are no longer all kept (retention, length limit) it gets
-one ``resync`` instead, whose snapshot holds the pairing's current state, and
-then everything after its ``last_id``. A connection carries a given snapshot
-once: a ``resume`` that reaches back before it goes on from the snapshot.
+one ``resync`` instead (reason ``trimmed``), whose snapshot holds the pairing's
+current state, and then everything after its ``last_id``. A connection carries
+a given snapshot once: a ``resume`` that reaches back before it goes on from
+the snapshot.
+
+Ids the pairing never gave out: a ``resume`` beyond the pairing's last id (or
+from before its log was lost and started again) gets a ``resync`` with reason
+``reset``: the client's state belongs to a log that is gone, so it replaces it
+with the snapshot and carries on from ``last_id``, lower than the id it sent
+when it was beyond. An ``ack`` beyond the pairing's last id is refused
+(``error`` ``bad_ack``) and not stored. A malformed ``ack``/``resume`` (not an
+integer in range) gets ``error`` ``bad_ack``/``bad_resume``; more than
+``max_errors`` bad frames close the socket (1008).
 
 Presence: ``hello.peers`` lists the pairing's *other* devices connected right
 now (on any replica); then ``peer.online``/``peer.offline`` report each change
@@ -43,10 +58,18 @@ send protocol pings, and cannot see the server's); any client frame counts as
 a sign of life, and ``idle_timeout_s`` without one closes the socket (4408).
 Protocol-level pings are the server's (uvicorn's) business.
 
-Close codes: 1000 normal; 1009 frame too big; 1011 server error; 1012 server
-restarting, reconnect (elsewhere); 1013 hub unavailable, reconnect later;
-4408 idle timeout, reconnect; 4401/4403/4410 bad token, device removed,
-pairing closed or expired: do not reconnect with that token.
+Faults: when a backing service fails mid-session (the database locked,
+unreachable or full; Redis down) the server sends ``error`` with a stable
+``code`` (``hub_unavailable``, ``database_unavailable``, ``redis_unavailable``
+…) and ``retry_after`` seconds, then closes with 1013 and that code as the
+reason. Nothing the client was sent is lost: it reconnects after
+``retry_after`` and resumes from its last id.
+
+Close codes: 1000 normal; 1008 too many bad frames; 1009 frame too big; 1011
+server error (a bug of ours); 1012 server restarting, reconnect (elsewhere);
+1013 a backing service is unavailable, reconnect later; 4408 idle timeout,
+reconnect; 4401/4403/4410 bad token, device removed, pairing closed or
+expired: do not reconnect with that token.
 """
 
 from __future__ import annotations
@@ -70,6 +93,32 @@ from .presence import PEER_OFFLINE, PEER_ONLINE, Peer, Presence
 log = logging.getLogger("arclip.hub")
 
 Snapshot = Callable[[str], Awaitable[dict[str, Any]]]
+
+MAX_ID = 2**63 - 1  # ids are signed 64-bit integers in every store
+
+
+class Fault(Protocol):
+    """An infrastructure fault: answered with an ``error`` frame and close 1013."""
+
+    @property
+    def code(self) -> str: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def retry_after(self) -> int: ...
+
+
+# Tells a fault of a backing service from a bug; api/ injects its classifier (sync does not import api).
+Faults = Callable[[BaseException], Fault | None]
+
+
+@dataclass(frozen=True)
+class _HubFault:
+    code: str
+    detail: str
+    retry_after: int = 2
 
 
 class CloseCode(IntEnum):
@@ -139,12 +188,14 @@ class SyncSession:
         config: SessionConfig | None = None,
         snapshot: Snapshot | None = None,
         presence: Presence | None = None,
+        faults: Faults | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
         self.device = device
         self.config = config or SessionConfig()
         self._hub = hub
+        self._faults = faults
         self._snapshot = snapshot
         self._presence = presence
         self._connection_id: str | None = None  # our entry in the presence registry
@@ -154,10 +205,11 @@ class SyncSession:
         self.close_code: int | None = None
         self.close_reason = ""
         self._send_close = True
+        self._farewell: dict[str, Any] | None = None  # an error frame to send before the close
         self._done = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._pump: asyncio.Task[None] | None = None
-        self._sent = 0  # newest message id delivered
+        self._issued = 0  # the newest id this session knows the pairing gave out
         self._acked = 0
         self._resynced_to = 0  # the newest resync snapshot sent on this connection
         self._errors = 0
@@ -169,12 +221,13 @@ class SyncSession:
             raise RuntimeError(f"session cannot go from {self.state} to {to}")
         self.state = to
 
-    def close(self, code: int, reason: str = "", *, send: bool = True) -> None:
-        """Ask the session to end (idempotent): ``run`` closes the socket and returns."""
+    def close(self, code: int, reason: str = "", *, send: bool = True, farewell: dict[str, Any] | None = None) -> None:
+        """Ask the session to end (idempotent): ``run`` sends ``farewell`` (an error), closes the socket, returns."""
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return
         self._move(SessionState.CLOSING)
         self.close_code, self.close_reason, self._send_close = code, reason, send
+        self._farewell = farewell
         self._done.set()
 
     async def run(self) -> int:
@@ -200,6 +253,9 @@ class SyncSession:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._send_close:
                 with contextlib.suppress(Exception):
+                    if self._farewell is not None:  # every task is done: nothing else holds the send lock
+                        await self._control("error", self._farewell)
+                with contextlib.suppress(Exception):
                     await self.socket.close(int(self.close_code or CloseCode.NORMAL), self.close_reason)
             await self._leave_presence()
             self._move(SessionState.CLOSED)
@@ -210,19 +266,28 @@ class SyncSession:
             await work(*args)
         except SocketClosed as exc:
             self.close(exc.code, "", send=False)
-        except HubUnavailable:
-            log.warning("hub unavailable; closing %s's socket", self.device.device_id)
-            self.close(CloseCode.TRY_AGAIN_LATER, "hub unavailable, reconnect shortly")
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("sync session of %s failed", self.device.device_id)
-            self.close(CloseCode.INTERNAL_ERROR, "server error")
+        except Exception as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                log.exception("sync session of %s failed", self.device.device_id)
+                self.close(CloseCode.INTERNAL_ERROR, "server error")
+                return
+            log.warning("%s; closing %s's socket with 1013: %r", fault.code, self.device.device_id, exc)
+            farewell = {"code": fault.code, "detail": fault.detail, "retry_after": fault.retry_after}
+            self.close(CloseCode.TRY_AGAIN_LATER, fault.code, farewell=farewell)
+
+    def _fault(self, exc: Exception) -> Fault | None:
+        found = self._faults(exc) if self._faults is not None else None
+        if found is None and isinstance(exc, HubUnavailable):
+            found = _HubFault(exc.code, exc.detail)
+        return found
 
     async def _open(self) -> None:
         pairing_id, device_id = self.device.pairing_id, self.device.device_id
-        self._acked = self._sent = await self._hub.acked(pairing_id, device_id)
-        last_id = await self._hub.last_id(pairing_id)
+        self._acked = await self._hub.acked(pairing_id, device_id)
+        last_id = self._issued = await self._hub.last_id(pairing_id)
         if self._presence is not None:
             self._connection_id = await self._presence.connect(self.device)
             self._peers = self._others(await self._presence.online(pairing_id))
@@ -263,7 +328,7 @@ class SyncSession:
                     async for message in messages:
                         await self._send(message.to_json())
                         cursor = message.id
-                        self._sent = max(self._sent, message.id)
+                        self._issued = max(self._issued, message.id)
                         if self._ends_session(message.type, message.data):
                             return
             except HistoryTrimmed as gap:
@@ -277,11 +342,11 @@ class SyncSession:
                     {
                         "id": gap.last_id,
                         "type": "resync",
-                        "data": {"reason": "trimmed", "last_id": gap.last_id, "snapshot": snapshot},
+                        "data": {"reason": gap.reason, "last_id": gap.last_id, "snapshot": snapshot},
                     }
                 )
                 cursor = self._resynced_to = gap.last_id
-                self._sent = max(self._sent, gap.last_id)
+                self._issued = max(self._issued, gap.last_id)
 
     def _ends_session(self, type: str, data: dict[str, Any]) -> bool:
         if type == PAIRING_CLOSED:
@@ -326,14 +391,19 @@ class SyncSession:
 
     @staticmethod
     def _message_id(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+        in_range = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+        return value if in_range else None
 
     async def _on_ack(self, value: Any) -> None:
         message_id = self._message_id(value)
         if message_id is None:
-            await self._refuse("bad_ack", '"id" must be a message id (an integer ≥ 0).')
+            await self._refuse("bad_ack", f'"id" must be a message id (an integer from 0 to {MAX_ID}).')
             return
-        message_id = min(message_id, self._sent)  # never ack what was not delivered
+        if message_id > self._issued:  # maybe given out since this session last looked
+            self._issued = max(self._issued, await self._hub.last_id(self.device.pairing_id))
+        if message_id > self._issued:
+            await self._refuse("bad_ack", f"Message {message_id} was never sent; the newest is {self._issued}.")
+            return
         if message_id > self._acked:
             self._acked = message_id
             await self._hub.ack(self.device.pairing_id, self.device.device_id, message_id)
@@ -341,8 +411,9 @@ class SyncSession:
     async def _on_resume(self, value: Any) -> None:
         last_id = self._message_id(value)
         if last_id is None:
-            await self._refuse("bad_resume", '"last_id" must be a message id (an integer ≥ 0).')
+            await self._refuse("bad_resume", f'"last_id" must be a message id (an integer from 0 to {MAX_ID}).')
             return
+        # One beyond the pairing's last id is the follower's to find: it answers with a "reset" resync.
         # Under the send lock the pump is never mid-frame when it is replaced.
         async with self._send_lock:
             if self._pump is not None:
@@ -350,7 +421,6 @@ class SyncSession:
                 await asyncio.wait([self._pump])
             if self.state is not SessionState.OPEN:
                 return
-            self._sent = last_id
             self._start_pump(last_id)
 
     # -- presence -----------------------------------------------------------------------------------------

@@ -221,11 +221,13 @@ async def test_two_replicas_share_redis(tmp_path: Path, redis_url: str) -> None:
 
                 async with sync_socket(a, claimed["phone_token"]) as phone:  # the phone is on A
                     assert (await frame(phone))["type"] == "hello"
-                    assert (await frame(phone))["type"] == "peer.joined"
+                    assert (await frame(phone))["id"] == joined["id"]
+                    # ids start from Redis's clock (sync.hub.redis_streams), one apart
+                    first = joined["id"]
                     await a.services.hub.publish(opened["pairing_id"], "asset.created", {"asset_id": "ast_1"})
                     assert (await frame(desk))["data"] == {"asset_id": "ast_1"}
-                    assert (await frame(phone))["id"] == 2
-                    await desk.send(json.dumps({"type": "ack", "id": 2}))
+                    assert (await frame(phone))["id"] == first + 1
+                    await desk.send(json.dumps({"type": "ack", "id": first + 1}))
                     await desk.send(json.dumps({"type": "ping"}))
                     assert (await frame(desk))["type"] == "pong"
 
@@ -236,10 +238,10 @@ async def test_two_replicas_share_redis(tmp_path: Path, redis_url: str) -> None:
 
                     async with sync_socket(a, opened["desktop_token"]) as desk_again:  # and comes back on A
                         hello = await frame(desk_again)
-                        assert (hello["data"]["acked_id"], hello["data"]["last_id"]) == (2, 4)
-                        await desk_again.send(json.dumps({"type": "resume", "last_id": 2}))
+                        assert (hello["data"]["acked_id"], hello["data"]["last_id"]) == (first + 1, first + 3)
+                        await desk_again.send(json.dumps({"type": "resume", "last_id": first + 1}))
                         seen = {(await frame(desk_again))["id"] for _ in range(2)}
-                        assert seen == {3, 4}
+                        assert seen == {first + 2, first + 3}
 
                         # unpaired on B: the phone's socket on A is told and closed
                         gone = await http_b.delete(

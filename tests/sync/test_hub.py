@@ -94,27 +94,31 @@ async def take(hub: Hub, pairing_id: str, after: int, count: int, timeout: float
 
 async def test_ids_are_consecutive_per_pairing(backend: Backend) -> None:
     hub = await backend.hub()
+    a, b = await hub.last_id("a"), await hub.last_id("b")  # the origins: 0 in SQL, Redis's clock in Redis
+    assert a == b == 0 if backend.name == "sql" else 10**15 < a <= b < 2**53
     ids = [await hub.publish(p, "t", {"n": i}) for i, p in enumerate(["a", "a", "b", "a"])]
-    assert ids == [1, 2, 1, 3]
-    assert await hub.last_id("a") == 3 and await hub.last_id("b") == 1 and await hub.last_id("none") == 0
+    assert ids == [a + 1, a + 2, b + 1, a + 3]
+    assert await hub.last_id("a") == a + 3 and await hub.last_id("b") == b + 1
 
 
 async def test_messages_round_trip(backend: Backend) -> None:
     hub = await backend.hub()
     data = {"asset_id": "ast_1", "bbox": {"left": 1, "top": 2}, "text": "é ✂", "ok": True, "none": None}
+    origin = await hub.last_id("p")
     await hub.publish("p", "asset.created", data)
-    assert await take(hub, "p", 0, 1) == [Message(1, "asset.created", data)]
+    assert await take(hub, "p", 0, 1) == [Message(origin + 1, "asset.created", data)]
 
 
 async def test_follow_replays_then_goes_live(backend: Backend) -> None:
     hub = await backend.hub()
+    o = await hub.last_id("p")
     for i in range(3):
         await hub.publish("p", "t", {"n": i})
-    follower = asyncio.create_task(take(hub, "p", 1, 4))
+    follower = asyncio.create_task(take(hub, "p", o + 1, 4))
     await asyncio.sleep(0.2)
     for i in range(3, 5):
         await hub.publish("p", "t", {"n": i})
-    assert [m.id for m in await follower] == [2, 3, 4, 5]
+    assert [m.id - o for m in await follower] == [2, 3, 4, 5]
 
 
 async def test_an_idle_follower_wakes_on_publish(backend: Backend) -> None:
@@ -128,29 +132,33 @@ async def test_an_idle_follower_wakes_on_publish(backend: Backend) -> None:
 
 async def test_concurrent_publishes_get_distinct_consecutive_ids(backend: Backend) -> None:
     hub = await backend.hub()
+    o = await hub.last_id("p")
     ids = await asyncio.gather(*(hub.publish("p", "t", {"n": i}) for i in range(30)))
-    assert sorted(ids) == list(range(1, 31))
-    assert [m.id for m in await take(hub, "p", 0, 30)] == list(range(1, 31))
+    assert sorted(ids) == list(range(o + 1, o + 31))
+    assert [m.id for m in await take(hub, "p", 0, 30)] == list(range(o + 1, o + 31))
 
 
 async def test_trimmed_history_is_reported(backend: Backend) -> None:
     hub = await backend.hub(max_messages=3)
+    o = await hub.last_id("p")
     for i in range(5):
         await hub.publish("p", "t", {"n": i})
     with pytest.raises(HistoryTrimmed) as gap:
-        await take(hub, "p", 1, 1)
-    assert gap.value.last_id == 5
+        await take(hub, "p", o + 1, 1)
+    assert (gap.value.last_id, gap.value.reason) == (o + 5, "trimmed")
     with pytest.raises(HistoryTrimmed):
         await take(hub, "p", 0, 1)
-    assert [m.id for m in await take(hub, "p", 2, 3)] == [3, 4, 5]  # still all kept after 2
+    assert [m.id - o for m in await take(hub, "p", o + 2, 3)] == [3, 4, 5]  # still all kept after 2
 
 
-async def test_a_cursor_beyond_the_head_is_reported(backend: Backend) -> None:
+async def test_a_cursor_beyond_the_head_is_a_reset(backend: Backend) -> None:
     hub = await backend.hub()
+    o = await hub.last_id("p")
     await hub.publish("p", "t", {})
-    with pytest.raises(HistoryTrimmed) as gap:
-        await take(hub, "p", 7, 1)
-    assert gap.value.last_id == 1
+    for beyond in (o + 7, 2**63 - 1):
+        with pytest.raises(HistoryTrimmed) as gap:
+            await take(hub, "p", beyond, 1)
+        assert (gap.value.after, gap.value.last_id, gap.value.reason) == (beyond, o + 1, "reset")
 
 
 async def test_acks_never_move_back(backend: Backend) -> None:
@@ -166,29 +174,32 @@ async def test_acks_never_move_back(backend: Backend) -> None:
 
 async def test_a_new_instance_over_the_same_store_loses_nothing(backend: Backend) -> None:
     first = await backend.hub()
+    o = await first.last_id("p")
     for i in range(3):
         await first.publish("p", "asset.created", {"n": i})
-    await first.ack("p", "dev_1", 2)
+    await first.ack("p", "dev_1", o + 2)
     await first.close()
     second = await backend.hub()  # "the server restarted"
-    assert await second.last_id("p") == 3
-    assert await second.acked("p", "dev_1") == 2
+    assert await second.last_id("p") == o + 3
+    assert await second.acked("p", "dev_1") == o + 2
     assert [m.data["n"] for m in await take(second, "p", 0, 3)] == [0, 1, 2]
-    assert await second.publish("p", "t", {}) == 4
+    assert await second.publish("p", "t", {}) == o + 4
 
 
 async def test_forget_drops_the_log_after_a_grace(backend: Backend) -> None:
     hub = await backend.hub(forget_after=timedelta(seconds=1))
+    o = await hub.last_id("p")
     await hub.publish("p", "t", {})
-    await hub.ack("p", "dev", 1)
+    await hub.ack("p", "dev", o + 1)
     await hub.forget("p")
-    assert await hub.last_id("p") == 1  # followers still get the last messages
+    assert await hub.last_id("p") == o + 1  # followers still get the last messages
     if backend.name == "sql":
         backend.clock.now += timedelta(seconds=2)
         assert await hub.sweep() == 1
+        assert await hub.last_id("p") == 0
     else:
         await asyncio.sleep(2.1)
-    assert await hub.last_id("p") == 0
+        assert await hub.last_id("p") > o + 1  # gone; a stream made again starts above it
     assert await hub.acked("p", "dev") == 0
 
 
@@ -206,6 +217,12 @@ async def test_sql_retention_trims_old_messages(tmp_path: Path) -> None:
         with pytest.raises(HistoryTrimmed):
             await take(hub, "p", 0, 1)
         assert [m.type for m in await take(hub, "p", 2, 1)] == ["new"]
+        clock.now += timedelta(minutes=61)
+        assert await hub.sweep() == 1
+        with pytest.raises(HistoryTrimmed) as gap:  # nothing left to read, but the head is past the cursor
+            await take(hub, "p", 2, 1)
+        assert (gap.value.last_id, gap.value.reason) == (3, "trimmed")
+        assert await hub.publish("p", "next", {}) == 4
     finally:
         await engine.dispose()
 

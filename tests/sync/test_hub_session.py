@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,18 +153,67 @@ async def test_acks_decide_where_the_next_connection_starts(hub: SqlHub) -> None
     await again.ended()
 
 
-async def test_an_ack_beyond_what_was_delivered_is_clamped(hub: SqlHub) -> None:
+async def test_an_ack_of_an_id_never_given_out_is_refused_and_not_stored(hub: SqlHub) -> None:
     live = gateway(hub)
     await hub.publish("pr_1", "t", {})
     conn = Connection(live, DESKTOP)
     await conn.hello()
     await conn.socket.next()
     conn.socket.send(type="ack", id=99)
+    refused = await conn.socket.next()
+    assert (refused["type"], refused["data"]["code"]) == ("error", "bad_ack")
+    assert await hub.acked("pr_1", "dev_desk") == 0
+    await hub.publish("pr_1", "t", {})  # given out since hello, not yet delivered: a fair ack
+    conn.socket.send(type="ack", id=2)
     conn.socket.send(type="ping")
-    await conn.socket.next()
-    assert await hub.acked("pr_1", "dev_desk") == 1
+    while (await conn.socket.next())["type"] != "pong":
+        pass
+    assert await hub.acked("pr_1", "dev_desk") == 2
     conn.socket.hang_up()
     await conn.ended()
+
+
+@pytest.mark.parametrize("value", [2**63, 10**30, -1, 1.5, True, "3", None, [1]])
+async def test_ids_out_of_range_are_refused_without_closing(hub: SqlHub, value: Any) -> None:
+    live = gateway(hub)
+    await hub.publish("pr_1", "t", {})
+    conn = Connection(live, DESKTOP)
+    await conn.hello()
+    await conn.socket.next()
+    conn.socket.send(type="resume", last_id=value)
+    assert (await conn.socket.next())["data"]["code"] == "bad_resume"
+    conn.socket.send(type="ack", id=value)
+    assert (await conn.socket.next())["data"]["code"] == "bad_ack"
+    await hub.publish("pr_1", "t", {})
+    assert (await conn.socket.next())["id"] == 2  # still open and live
+    assert await hub.acked("pr_1", "dev_desk") == 0
+    conn.socket.hang_up()
+    assert await conn.ended() == 1000
+
+
+@pytest.mark.parametrize("beyond", [3, 2**62, 2**63 - 1])
+async def test_a_resume_beyond_the_last_id_gets_a_reset_resync(hub: SqlHub, beyond: int) -> None:
+    live = gateway(hub)
+    for i in range(2):
+        await hub.publish("pr_1", "t", {"n": i})
+    conn = Connection(live, DESKTOP)
+    await conn.hello()
+    assert [f["id"] for f in await conn.socket.stream(2)] == [1, 2]
+    conn.socket.send(type="resume", last_id=beyond)
+    resync = await conn.socket.next()
+    assert (resync["id"], resync["type"]) == (2, "resync")
+    assert (resync["data"]["reason"], resync["data"]["last_id"]) == ("reset", 2)
+    assert resync["data"]["snapshot"]["last_id"] == 2
+    conn.socket.send(type="ack", id=beyond)  # still not an id of this pairing
+    assert (await conn.socket.next())["data"]["code"] == "bad_ack"
+    await hub.publish("pr_1", "t", {"n": 2})
+    assert (await conn.socket.next())["id"] == 3  # carries on from the resync's last_id
+    conn.socket.send(type="ack", id=3)
+    conn.socket.send(type="ping")
+    assert (await conn.socket.next())["type"] == "pong"
+    assert await hub.acked("pr_1", "dev_desk") == 3
+    conn.socket.hang_up()
+    assert await conn.ended() == 1000
 
 
 async def test_resume_replays_after_last_id(hub: SqlHub) -> None:
@@ -314,13 +364,61 @@ class DownHub(SqlHub):
         raise HubUnavailable("down")
 
 
-async def test_an_unavailable_hub_closes_with_1013(hub: SqlHub, tmp_path: Path) -> None:
+async def test_an_unavailable_hub_closes_with_1013_after_an_error_frame(hub: SqlHub, tmp_path: Path) -> None:
     engine = create_database(f"sqlite+aiosqlite:///{tmp_path / 'down.db'}")
     live = SyncGateway(DownHub(session_factory(engine)))
     socket = FakeSocket()
     try:
         assert await live.serve(socket, DESKTOP) == CloseCode.TRY_AGAIN_LATER
-        assert socket.closed is not None and socket.closed[0] == 1013
+        error = await socket.next()
+        assert (error["id"], error["type"], error["data"]["code"]) == (None, "error", "hub_unavailable")
+        assert error["data"]["retry_after"] > 0
+        assert socket.closed == (1013, "hub_unavailable")
+    finally:
+        await engine.dispose()
+
+
+@dataclass(frozen=True)
+class DiskFull:
+    code: str = "storage_full"
+    detail: str = "no room"
+    retry_after: int = 30
+
+
+class FailingAcks(SqlHub):
+    """Acks fail with whatever ``failure`` is (a vendor error the hub did not translate, or a bug)."""
+
+    failure: Exception = OSError(28, "No space left on device")
+
+    async def ack(self, pairing_id: str, device_id: str, message_id: int) -> None:
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "frame"),
+    [(OSError(28, "No space left on device"), 1013, "storage_full"), (KeyError("a bug"), 1011, None)],
+)
+async def test_the_injected_classifier_tells_faults_from_bugs(
+    tmp_path: Path, failure: Exception, code: int, frame: str | None
+) -> None:
+    engine = create_database(f"sqlite+aiosqlite:///{tmp_path / 'acks.db'}")
+    await create_schema(engine)
+    hub = FailingAcks(session_factory(engine))
+    hub.failure = failure
+    live = SyncGateway(hub, faults=lambda exc: DiskFull() if isinstance(exc, OSError) else None)
+    try:
+        await hub.publish("pr_1", "t", {})
+        conn = Connection(live, DESKTOP)
+        await conn.hello()
+        await conn.socket.next()
+        conn.socket.send(type="ack", id=1)
+        assert await conn.ended() == code
+        if frame is not None:
+            error = await conn.socket.next()
+            assert error == {"id": None, "type": "error", "data": {"code": frame, "detail": "no room", "retry_after": 30}}
+            assert conn.socket.closed == (1013, frame)
+        else:
+            assert conn.socket.closed == (1011, "server error")
     finally:
         await engine.dispose()
 
