@@ -6,22 +6,79 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from .settings import Settings
 
-app = typer.Typer(help="arclip: AR cut-and-paste, and the clipping API.", no_args_is_help=True, add_completion=False)
-keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 the work failed (an image that cannot be clipped or located, a database or "
+    "disk that cannot be used); 2 bad usage (an unknown option or a bad value, a file, model, key, account or "
+    "plan that does not exist, a bad ARCLIP_ setting). Errors are one line on stderr, starting with 'error:'."
+)
+
+
+class _Commands(TyperGroup):
+    """The top command group: a user's mistake or a failing service is one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            known = _user_error(exc)
+            if known is None:
+                raise  # a bug of ours: the traceback is what a report needs
+            _fail(*known)
+
+
+# Plain help (rich_markup_mode=None): no "<bool>" after every flag; metavars say what a value is.
+app = typer.Typer(
+    cls=_Commands, help="arclip: AR cut-and-paste, and the clipping API.", epilog=EXIT_CODES, no_args_is_help=True,
+    add_completion=False, rich_markup_mode=None, pretty_exceptions_show_locals=False,
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
-accounts_app = typer.Typer(help="Manage billing accounts.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Manage billing accounts.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(accounts_app, name="accounts")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+def _user_error(exc: Exception) -> tuple[str, int] | None:
+    """The one line and exit code for an error that is not a bug, or None for a bug."""
+    from pydantic import ValidationError
+
+    from billing import BillingError
+    from segmentation import InvalidOption, ModelError, SegmentationError
+
+    from .faults import classify_fault
+    from .offline import CommandError
+
+    fault = classify_fault(exc)
+    if fault is not None:
+        return f"{fault.detail.removesuffix('; retry shortly.').removesuffix('; retry later.')} ({_reason(exc)})", 1
+    if isinstance(exc, (CommandError, ModelError, InvalidOption, BillingError)):
+        return exc.detail, 2
+    if isinstance(exc, SegmentationError):
+        return exc.detail, 1
+    if isinstance(exc, ValidationError):  # a bad ARCLIP_ setting
+        first = exc.errors()[0]
+        where = "ARCLIP_" + "_".join(str(p) for p in first["loc"]).upper()
+        return f"{where}: {first['msg']}", 2
+    if isinstance(exc, OSError):
+        return (f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else _reason(exc)), 1
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @app.command()
@@ -55,72 +112,121 @@ def serve(
 
 @app.command()
 def clip(
-    inputs: Annotated[list[Path], typer.Argument(help="Images to clip.", exists=True, dir_okay=False)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (one input) or folder (several).")],
-    format: Annotated[str, typer.Option("--format", help="png or webp.")] = "png",
-    channels: Annotated[str, typer.Option("--channels", help="rgba, or alpha for the grey mask.")] = "rgba",
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Images to clip, or folders of images.", metavar="INPUT...", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="OUT",
+                     help="Output file for one input file (its suffix, .png or .webp, picks the format); "
+                     "a folder for several inputs or a folder."),
+    ],
+    recursive: Annotated[bool, typer.Option("-r", "--recursive", help="Also clip the images in subfolders.")] = False,
+    format: Annotated[
+        Optional[str],
+        typer.Option("--format", metavar="png|webp", help="Output format; default: OUT's suffix, else png."),
+    ] = None,
+    channels: Annotated[
+        str, typer.Option("--channels", metavar="rgba|alpha", help="rgba, or alpha for the grey mask.")
+    ] = "rgba",
     crop: Annotated[bool, typer.Option("--crop", help="Crop to the object.")] = False,
-    crop_margin: Annotated[str, typer.Option("--crop-margin", help="Margin around a crop: px or %.")] = "0",
-    size: Annotated[str, typer.Option("--size", help="preview, full or auto.")] = "full",
-    bg_color: Annotated[Optional[str], typer.Option("--bg-color", help="Hex background colour.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Registry name or path to an .onnx file.")] = None,
+    crop_margin: Annotated[
+        str, typer.Option("--crop-margin", metavar="PX|PCT%", help="Margin around a crop: px or %.")
+    ] = "0",
+    size: Annotated[str, typer.Option("--size", metavar="preview|full|auto", help="Output size.")] = "full",
+    bg_color: Annotated[
+        Optional[str], typer.Option("--bg-color", metavar="HEX", help="Background colour (#rgb, #rrggbb, #rrggbbaa).")
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", metavar="NAME|PATH", help="Registry name or path to an .onnx file.")
+    ] = None,
 ) -> None:
-    """Clip images offline."""
-    from segmentation import InputError, ModelError
+    """Clip images offline: a file to a file, several files or folders to a folder (subfolders kept with -r).
 
+    A cut-out needs transparency, so it is written as PNG or WebP; an output named .jpg is refused.
+    """
     from .offline import clip_files
 
-    settings = Settings()
-    try:
-        failures = asyncio.run(
-            clip_files(
-                settings,
-                inputs,
-                output,
-                model=model,
-                options=dict(
-                    format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color
-                ),
-            )
+    failures = asyncio.run(
+        clip_files(
+            Settings(),
+            inputs,
+            output,
+            model=model,
+            recursive=recursive,
+            options=dict(
+                format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color
+            ),
         )
-    except (ModelError, InputError) as exc:
-        _fail(exc.detail)
-    except ValueError as exc:
-        _fail(str(exc))
+    )
     if failures:
-        raise typer.Exit(1)
+        _fail(f"{failures} image{'s' if failures != 1 else ''} could not be clipped (named above)", 1)
 
 
 @app.command()
 def locate(
-    view: Annotated[Optional[Path], typer.Option("--view", help="Phone photo of the screen.")] = None,
-    screen: Annotated[Optional[Path], typer.Option("--screen", help="The screen's own picture.")] = None,
-    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="JSON lines of {view, screen}.")] = None,
+    view: Annotated[Optional[Path], typer.Option("--view", metavar="FILE", help="Phone photo of the screen.")] = None,
+    screen: Annotated[
+        Optional[Path], typer.Option("--screen", metavar="FILE", help="The screen's own picture.")
+    ] = None,
+    pairs: Annotated[
+        Optional[Path],
+        typer.Option("--pairs", metavar="FILE.jsonl",
+                     help='JSON lines of {"view": path, "screen": path}; - reads stdin. One JSON line out per line in, '
+                     "an error object for a bad one."),
+    ] = None,
 ) -> None:
-    """Find the screen point under the centre of a phone photo of the screen."""
-    from .offline import locate_pairs
+    """Find the screen point under the centre of a phone photo of the screen; JSON on stdout."""
+    from .offline import CommandError, locate_one, locate_pairs
 
     if pairs is not None:
         if view or screen:
             _fail("use either --pairs or --view with --screen")
-        locate_pairs(pairs.read_text().splitlines(), sys.stdout)
+        if str(pairs) == "-":
+            failures = locate_pairs(sys.stdin, sys.stdout)
+        else:
+            if not pairs.is_file():
+                raise CommandError(f"{pairs}: {'a folder, not a file' if pairs.is_dir() else 'no such file'}")
+            with pairs.open(encoding="utf-8", errors="replace") as lines:
+                failures = locate_pairs(lines, sys.stdout)
+        if failures:
+            _fail(f"{failures} line{'s' if failures != 1 else ''} of {pairs} could not be located (see their \"error\")", 1)
         return
     if view is None or screen is None:
         _fail("--view and --screen are both required (or --pairs FILE.jsonl)")
-    locate_pairs([json.dumps({"view": str(view), "screen": str(screen)})], sys.stdout)
+    typer.echo(json.dumps(locate_one(view, screen)))
+
+
+def _print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, under a header row (``--json`` is for scripts)."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    for row in (headers, *rows):
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 @keys_app.command("create")
 def keys_create(
-    name: Annotated[str, typer.Option("--name", help="What the key is for (and the new account's name).")],
-    plan: Annotated[Optional[str], typer.Option("--plan", help="The new account's plan: free, prepaid, payg.")] = None,
-    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits granted (never lapse), e.g. 100 or 2.5.")] = None,
-    account: Annotated[Optional[str], typer.Option("--account", help="Add the key to this account instead.")] = None,
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="What the key is for (and the new account's name).")],
+    plan: Annotated[
+        Optional[str], typer.Option("--plan", metavar="PLAN", help="The new account's plan: free, prepaid, payg.")
+    ] = None,
+    credits: Annotated[
+        Optional[str],
+        typer.Option("--credits", metavar="N",
+                     help="Credits granted, e.g. 100 or 2.5; they never lapse, and come on top of the plan's "
+                     "monthly credits."),
+    ] = None,
+    account: Annotated[
+        Optional[str], typer.Option("--account", metavar="ACCOUNT_ID", help="Add the key to this account instead.")
+    ] = None,
     test: Annotated[bool, typer.Option("--test", help="A test-mode key (arc_test_…): works, never billed.")] = False,
-    scope: Annotated[Optional[list[str]], typer.Option("--scope", help="Limit the key to a scope (repeatable).")] = None,
+    scope: Annotated[
+        Optional[list[str]], typer.Option("--scope", metavar="SCOPE", help="Limit the key to a scope (repeatable).")
+    ] = None,
 ) -> None:
     """Create an API key (and an account for it) and print it: the only time it is shown."""
-    from billing import BillingError, to_milli
+    from billing import to_milli
+    from billing.plans import credits_text
 
     from .offline import with_accounts
 
@@ -128,29 +234,40 @@ def keys_create(
         async with with_accounts(Settings()) as (keys, accounts):
             grant = to_milli(credits) if credits is not None else 0
             if account is None:
-                return await keys.create(name, plan or "free", credits=grant, mode="test" if test else "live",
-                                         scopes=scope or None)
-            if plan is not None:
-                await accounts.set_plan(account, plan)
-            if grant:
-                await accounts.grant(account, grant)
-            return await keys.create(name, account_id=account, mode="test" if test else "live", scopes=scope or None)
+                created = await keys.create(name, plan or "free", credits=grant, mode="test" if test else "live",
+                                            scopes=scope or None)
+            else:
+                if plan is not None:
+                    await accounts.set_plan(account, plan)
+                if grant:
+                    await accounts.grant(account, grant)
+                created = await keys.create(name, account_id=account, mode="test" if test else "live",
+                                            scopes=scope or None)
+            return created, await accounts.get(created[0].account_id)
 
-    try:
-        info, secret = asyncio.run(run())
-    except BillingError as exc:
-        _fail(exc.detail)
+    (info, secret), holder = asyncio.run(run())
     typer.echo(secret)
     typer.secho(
         f"{info.id} ({info.name}, account {info.account_id}, plan {info.plan}, {info.mode}): "
         "store the key now; it cannot be shown again.",
         err=True,
     )
+    balance = holder.balance
+    if balance.free_credits:  # say where a total above --credits comes from
+        typer.secho(
+            f"{info.account_id} has {credits_text(balance.prepaid)}: {credits_text(balance.credits)} granted (they "
+            f"never lapse) + this month's {credits_text(balance.free_credits)} of plan {balance.plan} (every plan "
+            "gets its monthly credits each month; unused ones lapse at the month's end).",
+            err=True,
+        )
 
 
 @keys_app.command("list")
 def keys_list(
-    account: Annotated[Optional[str], typer.Option("--account", help="Only this account's keys.")] = None,
+    account: Annotated[
+        Optional[str], typer.Option("--account", metavar="ACCOUNT_ID", help="Only this account's keys.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
 ) -> None:
     """List API keys (never their secrets)."""
     from .offline import with_keys
@@ -159,37 +276,51 @@ def keys_list(
         async with with_keys(Settings()) as keys:
             return await keys.list(account)
 
-    for info in asyncio.run(run()):
-        state = "revoked" if info.revoked else "active"
-        used = info.last_used_at.isoformat() if info.last_used_at else "never"
-        typer.echo(
-            f"{info.id}\t{info.display}\t{info.name}\t{info.plan}\t{state}\tlast used {used}"
-            f"\t{info.account_id}\t{info.mode}\t{','.join(info.scopes)}"
-        )
+    found = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps([
+            {
+                "id": k.id, "key": k.display, "name": k.name, "plan": k.plan, "revoked": k.revoked, "mode": k.mode,
+                "account_id": k.account_id, "scopes": list(k.scopes), "created_at": k.created_at.isoformat(),
+                "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+            }
+            for k in found
+        ], indent=2))
+        return
+    _print_table(
+        ("ID", "KEY", "NAME", "PLAN", "STATE", "MODE", "LAST USED", "ACCOUNT", "SCOPES"),
+        [
+            (k.id, k.display, k.name, k.plan, "revoked" if k.revoked else "active", k.mode,
+             k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never", k.account_id,
+             ",".join(k.scopes))
+            for k in found
+        ],
+    )
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `arclip keys list`).")]) -> None:
+def keys_revoke(
+    key: Annotated[
+        str, typer.Argument(metavar="KEY_ID|KEY", help="The key's id (key_…, from `arclip keys list`) or the key itself.")
+    ],
+) -> None:
     """Revoke an API key at once."""
-    from billing import ApiKeyNotFound
-
     from .offline import with_keys
 
     async def run():  # type: ignore[no-untyped-def]
         async with with_keys(Settings()) as keys:
-            return await keys.revoke(key_id)
+            return await keys.revoke(key)
 
-    try:
-        info = asyncio.run(run())
-    except ApiKeyNotFound as exc:
-        _fail(exc.detail)
+    info = asyncio.run(run())
     typer.echo(f"revoked {info.id} ({info.name})")
 
 
 @accounts_app.command("list")
-def accounts_list() -> None:
+def accounts_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
     """List accounts: plan, credits left, Stripe customer."""
-    from billing import format_credits
+    from billing.plans import credits_value, format_credits
 
     from .offline import with_accounts
 
@@ -197,21 +328,37 @@ def accounts_list() -> None:
         async with with_accounts(Settings()) as (_, accounts):
             return await accounts.list()
 
-    for info in asyncio.run(run()):
-        state = "suspended" if info.suspended else "active"
-        typer.echo(
-            f"{info.id}\t{info.name}\t{info.plan}\t{format_credits(info.balance.remaining)} credits\t{state}"
-            f"\t{info.stripe_customer_id or '-'}"
-        )
+    found = asyncio.run(run())
+    if as_json:
+        typer.echo(json.dumps([
+            {
+                "id": a.id, "name": a.name, "plan": a.plan, "credits_remaining": credits_value(a.balance.remaining),
+                "suspended": a.suspended, "stripe_customer_id": a.stripe_customer_id,
+                "created_at": a.created_at.isoformat(),
+            }
+            for a in found
+        ], indent=2))
+        return
+    _print_table(
+        ("ID", "NAME", "PLAN", "CREDITS LEFT", "STATE", "STRIPE CUSTOMER"),
+        [
+            (a.id, a.name, a.plan, format_credits(a.balance.remaining), "suspended" if a.suspended else "active",
+             a.stripe_customer_id or "-")
+            for a in found
+        ],
+    )
 
 
 @accounts_app.command("credit")
 def accounts_credit(
-    account: Annotated[str, typer.Argument(help="The account's id (from `arclip accounts list`).")],
-    credits: Annotated[str, typer.Argument(help="Credits to add (never lapse).")],
+    account: Annotated[
+        str, typer.Argument(metavar="ACCOUNT_ID", help="The account's id (from `arclip accounts list`).")
+    ],
+    credits: Annotated[str, typer.Argument(metavar="N", help="Credits to add (never lapse).")],
 ) -> None:
     """Grant credits to an account (recorded in its ledger)."""
-    from billing import BillingError, format_credits, to_milli
+    from billing import to_milli
+    from billing.plans import credits_text
 
     from .offline import with_accounts
 
@@ -219,11 +366,8 @@ def accounts_credit(
         async with with_accounts(Settings()) as (_, accounts):
             return await accounts.grant(account, to_milli(credits))
 
-    try:
-        info = asyncio.run(run())
-    except BillingError as exc:
-        _fail(exc.detail)
-    typer.echo(f"{info.id}: {format_credits(info.balance.remaining)} credits left")
+    info = asyncio.run(run())
+    typer.echo(f"{info.id}: {credits_text(info.balance.remaining)} left")
 
 
 def main() -> None:

@@ -43,29 +43,99 @@ async def with_accounts(settings: Settings) -> AsyncIterator[tuple[ApiKeyService
         await database.dispose()
 
 
-def _output_paths(inputs: list[Path], output: Path, fmt: str) -> list[Path]:
-    if len(inputs) == 1 and not output.is_dir():
+class CommandError(Exception):
+    """What the command line asked cannot be done as asked (the CLI exits 2 with ``detail``)."""
+
+    def __init__(self, detail: str, code: str = "invalid_usage") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+
+
+# What a folder given to ``arclip clip`` is searched for (by suffix, case-insensitively).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif")
+OUTPUT_SUFFIXES = {".png": "png", ".webp": "webp"}
+# Image formats we cannot write: a cut-out's transparency needs PNG or WebP.
+_REFUSED_SUFFIXES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif")
+
+
+def _expand_inputs(inputs: list[Path], recursive: bool) -> list[tuple[Path, Path]]:
+    """Each image to clip with its output name (relative, no suffix): files as given, folders searched."""
+    found: list[tuple[Path, Path]] = []
+    for given in inputs:
+        if given.is_file():
+            found.append((given, Path(given.stem)))
+            continue
+        if not given.is_dir():
+            raise CommandError(f"{given}: no such file or folder")
+        candidates = given.rglob("*") if recursive else given.iterdir()
+        images = sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            hint = "; add -r to look in its subfolders" if not recursive and any(p.is_dir() for p in given.iterdir()) else ""
+            raise CommandError(f"{given}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder{hint}")
+        found.extend((p, p.relative_to(given).with_suffix("")) for p in images)
+    return found
+
+
+def output_format(output: Path, requested: str | None) -> str:
+    """The format a single output file is written in: its suffix's, which ``--format`` must agree with."""
+    suffix = output.suffix.lower()
+    if suffix in _REFUSED_SUFFIXES:
+        raise CommandError(
+            f"{output}: a cut-out needs transparency, which {suffix[1:].upper()} cannot hold; "
+            "name the output .png or .webp (--bg-color fills the background in either)"
+        )
+    implied = OUTPUT_SUFFIXES.get(suffix)
+    if implied is None:  # no suffix, or one that names no image format: --format decides
+        return requested or "png"
+    if requested is not None and requested != implied:
+        raise CommandError(f"--format {requested} does not match {output.name}; name it .{requested} or drop --format")
+    return implied
+
+
+def plan_clips(
+    inputs: list[Path], output: Path, requested_format: str | None, *, recursive: bool = False
+) -> tuple[list[Path], list[Path], str]:
+    """Sources, their targets and the output format. One input file: OUT is a file; otherwise a folder."""
+    sources = _expand_inputs(inputs, recursive)
+    if len(inputs) == 1 and inputs[0].is_file() and not output.is_dir():
+        fmt = output_format(output, requested_format)
         output.parent.mkdir(parents=True, exist_ok=True)
-        return [output]
+        return [sources[0][0]], [output], fmt
     if output.exists() and not output.is_dir():
-        raise ValueError(f"{output} is a file; several inputs need an output folder")
+        raise CommandError(f"{output} is a file; several inputs (or a folder) need an output folder")
+    if output.suffix.lower() in (*OUTPUT_SUFFIXES, *_REFUSED_SUFFIXES):
+        raise CommandError(f"{output} names a file; several inputs (or a folder) need an output folder")
+    fmt = requested_format or "png"
+    targets = [output / name.with_name(f"{name.name}.{fmt}") for _, name in sources]
+    if len(set(targets)) != len(targets):
+        twice = next(t for t in targets if targets.count(t) > 1)
+        raise CommandError(f"two inputs would both be written to {twice}; give them different names")
     output.mkdir(parents=True, exist_ok=True)
-    paths = [output / f"{p.stem}.{fmt}" for p in inputs]
-    if len(set(paths)) != len(paths):
-        raise ValueError("two inputs share a file stem; their outputs would overwrite each other")
-    return paths
+    return [s for s, _ in sources], targets, fmt
 
 
 async def clip_files(
-    settings: Settings, inputs: list[Path], output: Path, *, model: str | None, options: dict[str, Any]
+    settings: Settings,
+    inputs: list[Path],
+    output: Path,
+    *,
+    model: str | None,
+    options: dict[str, Any],
+    recursive: bool = False,
 ) -> int:
-    """Clip every input into output; return how many failed (each is reported, the rest go on)."""
+    """Clip every input (files, or folders of images) into output; return how many failed.
+
+    Each failure is reported and the rest go on. ``options["format"]`` None: from OUT's suffix.
+    """
     import asyncio
 
     from tqdm import tqdm
 
-    parsed = ClipOptions.parse(**{k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()})
-    targets = _output_paths(inputs, output, parsed.format)
+    options = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in options.items()}
+    ClipOptions.parse(**{**options, "format": options.get("format") or "png"})  # bad values first
+    inputs, targets, fmt = plan_clips(inputs, output, options.get("format"), recursive=recursive)
+    parsed = ClipOptions.parse(**{**options, "format": fmt})
     if model:
         settings = settings.model_copy(update={"model": model})
     engine = build_engine(settings, build_model(settings))
@@ -84,6 +154,11 @@ async def clip_files(
                     failures += 1
                     typer.secho(f"{source}: {exc.detail}", fg=typer.colors.RED, err=True)
                     return
+                except (PermissionError, IsADirectoryError) as exc:
+                    failures += 1
+                    typer.secho(f"{source}: {exc.strerror}", fg=typer.colors.RED, err=True)
+                    return
+                target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(result.data)
 
         with tqdm(total=len(inputs), unit="img", disable=len(inputs) < 2) as bar:
@@ -96,16 +171,49 @@ async def clip_files(
     return failures
 
 
-def locate_pairs(lines: Iterable[str], out: IO[str]) -> None:
-    """One JSON result line per input line, in order."""
-    from sync.locate import IndexCache, locate_paths
+def locate_one(view: Path, screen: Path, cache: Any = None) -> dict[str, Any]:
+    """The SPEC's locate object for one pair of image files (CommandError, InputError when refused)."""
+    from sync.locate import locate_paths
+
+    for path in (view, screen):
+        if not path.is_file():
+            raise CommandError(
+                f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}", "file_not_found"
+            )
+    return locate_paths(view, screen, cache=cache).to_json()
+
+
+def _pair(line: str) -> tuple[Path, Path]:
+    try:
+        pair = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"not JSON: {exc.msg} at column {exc.colno}", "invalid_json") from None
+    if not isinstance(pair, dict) or not all(isinstance(pair.get(k), str) and pair[k] for k in ("view", "screen")):
+        raise CommandError('a line is an object {"view": path, "screen": path}', "invalid_pair")
+    return Path(pair["view"]), Path(pair["screen"])
+
+
+def locate_pairs(lines: Iterable[str], out: IO[str]) -> int:
+    """One JSON result line per input line, in order; a bad line gets an error object, the rest go on.
+
+    Returns how many lines failed.
+    """
+    from sync.locate import IndexCache
 
     # Pairs often share a screen picture: index each one once.
     cache = IndexCache()
-    for line in lines:
+    failures = 0
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        pair = json.loads(line)
-        location = locate_paths(Path(pair["view"]), Path(pair["screen"]), cache=cache)
-        out.write(json.dumps(location.to_json()) + "\n")
+        try:
+            result = locate_one(*_pair(line), cache=cache)
+        except (CommandError, InputError) as exc:
+            failures += 1
+            result = {
+                "found": False, "x": None, "y": None, "confidence": 0.0, "line": number,
+                "error": {"code": exc.code, "detail": exc.detail},
+            }
+        out.write(json.dumps(result) + "\n")
         out.flush()
+    return failures

@@ -220,20 +220,26 @@ class ApiKeyService:
         return _info(found[0], found[1])
 
     async def revoke(self, key_id: str) -> KeyInfo:
+        """Revoke a key named by its id (``key_…``) or by the key itself (``arc_…``)."""
+        if looks_valid(key_id):
+            which = ApiKey.secret_hash == _hash(key_id)
+            missing = "No API key matches that key (it was never issued here)."
+        else:
+            which = ApiKey.id == key_id
+            missing = (f"{echo(key_id)!r} is not a well-formed API key (a typo?)." if key_id.startswith("arc_")
+                       else f"No API key with id {echo(key_id)!r}.")
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=self._now())
-            )
+            await session.execute(update(ApiKey).where(which, ApiKey.revoked_at.is_(None)).values(revoked_at=self._now()))
             found = (
                 await session.execute(
                     select(ApiKey, Account.plan)
                     .join(Account, Account.id == ApiKey.account_id)
-                    .where(ApiKey.id == key_id)
+                    .where(which)
                     .execution_options(populate_existing=True)
                 )
             ).first()
             if found is None:
-                raise ApiKeyNotFound(f"No API key with id {echo(key_id)!r}.")
+                raise ApiKeyNotFound(missing)
             return _info(found[0], found[1])
 
     def _now(self) -> datetime:

@@ -23,7 +23,7 @@ from .accounts import Balance, Clock, balance_of, new_id, period_of
 from .db import Account, LedgerEntry, UsageOutbox
 from .errors import AccountNotFound, AccountSuspended, InsufficientCredits, echo
 from .keys import KeyInfo
-from .plans import Catalogue, format_credits
+from .plans import Catalogue, credits_text, format_credits
 
 log = logging.getLogger("arclip.billing")
 
@@ -100,7 +100,7 @@ class Ledger:
                 split = _split(balance, price, plan.metered)
                 if split is None:
                     raise InsufficientCredits(
-                        f"This request costs {format_credits(price)} credits and "
+                        f"This request costs {credits_text(price)} and "
                         f"{format_credits(balance.remaining)} are left.",
                         required=price,
                         remaining=balance.remaining,

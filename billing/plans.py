@@ -44,6 +44,11 @@ def format_credits(milli: int) -> str:
     return "0" if text in ("-0", "") else text
 
 
+def credits_text(milli: int) -> str:
+    """Millicredits in words: "1 credit", "0.25 credits", "250 credits"."""
+    return f"{format_credits(milli)} credit{'' if milli == MILLI else 's'}"
+
+
 def credits_value(milli: int) -> float:
     """Millicredits as a JSON number of credits."""
     return milli / MILLI

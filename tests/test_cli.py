@@ -213,7 +213,9 @@ def test_keys_create_list_revoke(data_dir: Path) -> None:
     assert listed.exit_code == 0, listed.output
     assert secret not in listed.output, "list must never show the secret"
     assert "my integration" in listed.output and "payg" in listed.output and "active" in listed.output
-    key_id = listed.stdout.split()[0]
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:2] == ["ID", "KEY"]
+    key_id = row.split()[0]
     assert key_id.startswith("key_")
     assert key_id in created.output  # the create message names the id
 
