@@ -83,31 +83,67 @@ def _reason(exc: BaseException) -> str:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on.")] = None,
+    host: Annotated[
+        Optional[str],
+        typer.Option(metavar="HOST", help="Interface to listen on (default 127.0.0.1; 0.0.0.0 with --tls)."),
+    ] = None,
+    port: Annotated[Optional[int], typer.Option(metavar="PORT", help="Port to listen on (default 8000).")] = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="HTTPS with a local certificate (kept in the data dir) for phones on the LAN: "
+                     "their live camera needs HTTPS."),
+    ] = False,
+    tls_name: Annotated[
+        Optional[list[str]],
+        typer.Option("--tls-name", metavar="NAME",
+                     help="Another host name or address the certificate covers (repeatable), e.g. laptop.local."),
+    ] = None,
 ) -> None:
     """Run the whole product in one process."""
     import logging
 
     import uvicorn
 
-    from segmentation import ModelError, resolve_model
+    from segmentation import resolve_model
 
     from .app import create_app
 
     settings = Settings()
-    try:
-        resolve_model(settings.model)  # a bad ARCLIP_MODEL is a clear error, not a traceback
-    except ModelError as exc:
-        _fail(str(exc))
+    resolve_model(settings.model)  # a bad ARCLIP_MODEL is one line before anything starts
+    if host is None:
+        # A phone is the reason for --tls, and it is on the LAN, not on this machine's loopback.
+        host = "0.0.0.0" if tls and "host" not in settings.model_fields_set else settings.host
+    port = port or settings.port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        timeout_graceful_shutdown=10,
-        log_level="info",
+    ssl: dict[str, str] = {}
+    app_ = create_app(settings)
+    if tls:
+        app_, ssl = _tls(app_, settings, host, port, tls_name or [])
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho("note: phones get their live camera only over HTTPS; add --tls (see the README's pairing "
+                    "section)", err=True)
+    uvicorn.run(app_, host=host, port=port, timeout_graceful_shutdown=10, log_level="info", **ssl)
+
+
+def _tls(app_, settings: Settings, host: str, port: int, extra: list[str]):  # type: ignore[no-untyped-def]
+    """The app wrapped to hand out the CA certificate, and uvicorn's TLS arguments; says how a phone connects."""
+    from urllib.parse import urlsplit
+
+    from .tls import ServeCaCertificate, ensure_certificate, lan_addresses
+
+    lan = lan_addresses() if host in ("0.0.0.0", "::") else []
+    public = urlsplit(settings.public_url).hostname if settings.public_url else None
+    cert = ensure_certificate(settings.data_dir / "tls", [host, *lan, *extra, *([public] if public else [])])
+    reach = public or next(iter([*lan, *extra]), None) or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    base = settings.public_url.rstrip("/") if settings.public_url else f"https://{reach}:{port}"
+    typer.secho(
+        f"HTTPS with arclip's local certificate for {', '.join(cert.names)}.\n"
+        f"On this computer open {base}/canvas/ and scan its QR code with the phone (same network).\n"
+        f"The phone trusts the connection once it trusts arclip's CA, {base}{ServeCaCertificate.path} "
+        f"(SHA-256 {cert.fingerprint}; also {cert.ca}), or after accepting the browser's warning.",
+        err=True,
     )
+    return ServeCaCertificate(app_, cert.ca), {"ssl_certfile": str(cert.cert), "ssl_keyfile": str(cert.key)}
 
 
 @app.command()
