@@ -13,7 +13,9 @@ first come first served. SQLite runs one writer at a time anyway (and our
 engine begins every transaction as a writer); left to SQLite's busy handler a
 burst of them (300 sockets opening at once) is served in no order, and the
 unlucky ones wait past the busy timeout. Waiting longer than ``queue_timeout_s``
-for a turn is ``HubUnavailable``, as the database itself being busy is.
+for a turn (a minute by default: a burst of 300 connects queues for seconds)
+is ``HubUnavailable``, as the database itself being busy is; so is a turn
+behind one that found the database unavailable (see ``_Turns``).
 
 Vendor errors become ``HubUnavailable`` here: the database locked, full,
 unreachable, or its connection pool exhausted.
@@ -54,24 +56,37 @@ def _translated() -> Iterator[None]:
 
 
 class _Turns:
-    """First come, first served access to the database, or no queue at all (``one_at_a_time=False``)."""
+    """First come, first served access to the database, or no queue at all (``one_at_a_time=False``).
+
+    A turn that finds the database unavailable fails the turns queued behind it
+    at once: each would otherwise wait out the busy timeout in its turn, one
+    after another, while the database stays locked.
+    """
 
     def __init__(self, one_at_a_time: bool, queue_timeout_s: float) -> None:
         self._lock = asyncio.Lock() if one_at_a_time else None
         self._timeout = queue_timeout_s
+        self._faults = 0  # turns that ended in HubUnavailable so far
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
         if self._lock is None:
             yield
             return
+        faults = self._faults
         try:
             async with asyncio.timeout(self._timeout):
                 await self._lock.acquire()
         except TimeoutError:
             raise HubUnavailable("The message log is busy; retry shortly.") from None
         try:
-            yield
+            if self._faults != faults:
+                raise HubUnavailable("The message log cannot be reached; retry shortly.")
+            try:
+                yield
+            except HubUnavailable:
+                self._faults += 1
+                raise
         finally:
             self._lock.release()
 
@@ -86,7 +101,7 @@ class SqlHub:
         forget_after: timedelta = timedelta(minutes=1),
         clock: Callable[[], datetime] = utcnow,
         one_at_a_time: bool = False,
-        queue_timeout_s: float = 30.0,
+        queue_timeout_s: float = 60.0,
     ) -> None:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
@@ -111,8 +126,8 @@ class SqlHub:
     @contextlib.asynccontextmanager
     async def _session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """A session in its turn, committed on the way out when ``write``; vendor errors translated."""
-        with _translated():
-            async with self._turn():
+        async with self._turn():
+            with _translated():
                 async with self._sessions.begin() if write else self._sessions() as session:
                     yield session
 

@@ -227,6 +227,31 @@ async def test_sql_retention_trims_old_messages(tmp_path: Path) -> None:
         await engine.dispose()
 
 
+async def test_a_locked_sqlite_file_is_hub_unavailable_for_every_queued_turn_then_recovers(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "hub.db"
+    engine = create_database(f"sqlite+aiosqlite:///{path}", busy_timeout_s=0.2)
+    await create_schema(engine)
+    hub = SqlHub(session_factory(engine), one_at_a_time=True)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        await hub.publish("p", "t", {})
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        calls = [hub.publish("p", "t", {}), hub.ack("p", "dev", 1), hub.last_id("p"), hub.acked("p", "dev")]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(o, HubUnavailable) for o in outcomes), outcomes
+        holder.execute("ROLLBACK")
+        assert await hub.publish("p", "t", {}) == 2  # nothing half-written while locked
+        await hub.ack("p", "dev", 2)
+        assert (await hub.last_id("p"), await hub.acked("p", "dev")) == (2, 2)
+        assert [m.id for m in await take(hub, "p", 0, 2)] == [1, 2]
+    finally:
+        holder.close()
+        await hub.close()
+        await engine.dispose()
+
+
 async def test_an_unreachable_store_is_hub_unavailable(tmp_path: Path) -> None:
     from redis.asyncio import Redis
 
