@@ -82,7 +82,8 @@ def output_format(output: Path, requested: str | None) -> str:
     suffix = output.suffix.lower()
     if suffix in _REFUSED_SUFFIXES:
         raise CommandError(
-            f"{output}: a cut-out needs transparency, which {suffix[1:].upper()} cannot hold; "
+            f"{output}: a cut-out needs transparency, which {'JPEG' if suffix == '.jpg' else suffix[1:].upper()} "
+            "cannot hold; "
             "name the output .png or .webp (--bg-color fills the background in either)"
         )
     implied = OUTPUT_SUFFIXES.get(suffix)
