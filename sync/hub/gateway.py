@@ -20,6 +20,7 @@ from typing import Any
 from sync.pairing import Device
 
 from .base import Hub
+from .errors import HubUnavailable
 from .presence import MemoryPresence, Presence
 from .session import CloseCode, Faults, SessionConfig, Snapshot, Socket, SyncSession
 
@@ -60,9 +61,15 @@ class SyncGateway:
         for name, source in self._sources.items():
             try:
                 snapshot[name] = await source(pairing_id)
-            except Exception:  # a partial snapshot beats none; the client can fetch the rest
+            except Exception as exc:
+                if self._is_fault(exc):
+                    raise  # 1013: the client resumes later and gets the whole snapshot then
+                # A bug in one source: a partial snapshot beats none; the client can fetch the rest.
                 log.exception("snapshot source %r failed for pairing %s", name, pairing_id)
         return snapshot
+
+    def _is_fault(self, exc: Exception) -> bool:
+        return isinstance(exc, HubUnavailable) or (self._faults is not None and self._faults(exc) is not None)
 
     async def serve(self, socket: Socket, device: Device) -> int:
         """Run ``device``'s session on an accepted socket until it ends; returns the close code."""

@@ -423,6 +423,30 @@ async def test_the_injected_classifier_tells_faults_from_bugs(
         await engine.dispose()
 
 
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyError("a bug")])
+async def test_a_snapshot_source_down_closes_with_1013_while_a_buggy_one_is_left_out(
+    hub: SqlHub, failure: Exception
+) -> None:
+    live = SyncGateway(hub, faults=lambda exc: DiskFull() if isinstance(exc, OSError) else None)
+
+    async def assets(pairing_id: str) -> dict[str, Any]:
+        raise failure
+
+    live.add_snapshot_source("assets", assets)
+    for i in range(8):  # the hub keeps 5: a new device needs a resync
+        await hub.publish("pr_1", "t", {"n": i})
+    conn = Connection(live, PHONE)
+    await conn.hello()
+    frame = await conn.socket.next()
+    if isinstance(failure, OSError):  # no resync that lacks the assets: the client comes back for all of it
+        assert (frame["type"], frame["data"]["code"]) == ("error", "storage_full")
+        assert await conn.ended() == 1013
+    else:
+        assert frame["type"] == "resync" and "assets" not in frame["data"]["snapshot"]
+        conn.socket.hang_up()
+        assert await conn.ended() == 1000
+
+
 async def test_session_states(hub: SqlHub) -> None:
     from sync.hub import SyncSession
 
