@@ -46,7 +46,20 @@ log = logging.getLogger("arclip")
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-def build_model(settings: Settings) -> OnnxModel:
+def build_model(settings: Settings) -> SegmentationModel:
+    if settings.inference_url:
+        from segmentation.remote import TritonModel
+
+        # The preset (input size, normalisation) is the ARCLIP_MODEL's; the server runs its graph.
+        return TritonModel(
+            settings.inference_url,
+            settings.inference_model,
+            resolve_model(settings.model).preset,
+            timeout_s=settings.inference_timeout_s,
+            max_in_flight=settings.inference_max_in_flight,
+            max_batch=settings.max_batch_size,
+            start_timeout_s=settings.inference_start_timeout_s,
+        )
     import onnxruntime
 
     from segmentation.session import choose_providers

@@ -82,6 +82,8 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault(exc.code, "Live sync is unavailable right now; retry shortly.", 2)
     if isinstance(exc, pairing_errors.PairingUnavailable):
         return Fault(exc.code, "Pairing is unavailable right now; retry shortly.", 5)
+    if isinstance(exc, seg_errors.InferenceUnavailable):
+        return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
     if isinstance(exc, seg_errors.Overloaded):
         return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
     if isinstance(exc, asset_errors.LocatorBusy):

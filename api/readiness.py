@@ -119,6 +119,9 @@ class Readiness:
                 return Check("error", {"error": "inference_unavailable", "detail": str(self.clipper.engine_failure)})
             return Check("starting", {"phase": self.clipper.phase, "seconds": elapsed})
         model = self.clipper.model
+        describe = getattr(model, "describe", None)
+        if describe is not None:  # a remote model: its server says (segmentation.remote)
+            return Check("ok", await describe())
         return Check(
             "ok",
             {

@@ -111,6 +111,17 @@ class Settings(BaseSettings):
     stripe_max_retries: int = Field(default=2, ge=0, description="the SDK's own retries of a failed request")
     usage_report_interval_s: float = Field(default=5.0, gt=0, description="how often unreported usage is sent to Stripe")
 
+    # A Triton / KServe v2 inference server that runs the model (segmentation/remote.py).
+    inference_url: str | None = Field(
+        default=None, description="grpc://host:8001 or http://host:8000; unset: the model runs in-process"
+    )
+    inference_model: str = Field(default="u2netp", description="the model's name on that server, NAME[:VERSION]")
+    inference_timeout_s: float = Field(default=10.0, gt=0, description="deadline of each request to the server")
+    inference_max_in_flight: int = Field(default=8, ge=1, description="requests to the server at once, per replica")
+    inference_start_timeout_s: float = Field(
+        default=30.0, ge=0, description="how long start-up waits for the server's model to be ready"
+    )
+
     @field_validator("extra_passes")
     @classmethod
     def _known_passes(cls, value: str) -> str:

@@ -20,4 +20,8 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
 python3 -m pip install -q --disable-pip-version-check -e clients/python
+# A real Triton server for the remote-model tests: the nvidia-pytriton wheel's tritonserver
+# binary, unpacked without its Python dependencies (it pins numpy < 2; we only run the binary).
+[ -x .cache/pytriton/pytriton/tritonserver/bin/tritonserver ] || \
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target .cache/pytriton "nvidia-pytriton==0.7.0"
 exec python3 -m pytest "$@"

@@ -49,7 +49,8 @@ class MicroBatcher:
         # Lanes: model runs at once. One, except for a lean-capable (CPU) model:
         # then up to one single-threaded run per core, so that two requests
         # reaching inference together use both cores instead of queueing.
-        self.lanes = max(1, os.cpu_count() or 1) if self._busy is not None else 1
+        # A remote model says how many runs it keeps in flight (``lanes``): its server batches across them.
+        self.lanes = getattr(model, "lanes", None) or (max(1, os.cpu_count() or 1) if self._busy is not None else 1)
         self.lean_runs = 0  # inferences run lean, for tests and /readyz
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None

@@ -77,3 +77,16 @@ class Overloaded(SegmentationError):
     def __init__(self, detail: str, retry_after: float) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class InferenceUnavailable(SegmentationError):
+    """The inference server cannot answer now (unreachable, model not ready, too slow, queue full).
+
+    A backing service's fault, not the caller's: retry after ``retry_after`` seconds.
+    """
+
+    code = "inference_unavailable"
+
+    def __init__(self, detail: str, retry_after: float = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -249,11 +249,7 @@ class OnnxModel:
         return self._run_on(self._lean_session or self._session, batch)
 
     def _run_on(self, session, batch: np.ndarray, run_options: object = None) -> np.ndarray:  # type: ignore[no-untyped-def]
-        out = session.run([self._output_name], {self._input_name: batch}, run_options)[0]
-        out = out.reshape(out.shape[0], out.shape[-2], out.shape[-1]).astype(np.float32, copy=False)
-        if self.preset.apply_sigmoid:
-            out = 1.0 / (1.0 + np.exp(-out))
-        return out
+        return to_saliency(session.run([self._output_name], {self._input_name: batch}, run_options)[0], self.preset)
 
     def _probe(self, batch: np.ndarray) -> np.ndarray:
         """A start-up check's run, its memory given back to the OS afterwards.
@@ -306,6 +302,14 @@ class OnnxModel:
         if batch.shape[0] <= self.max_batch:
             return run(batch)
         return np.concatenate([run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)])
+
+
+def to_saliency(out: np.ndarray, preset: Preset) -> np.ndarray:
+    """A model's first output, (N, 1, H, W) or (N, H, W), as (N, H, W) float32 saliency in [0, 1]."""
+    out = out.reshape(out.shape[0], out.shape[-2], out.shape[-1]).astype(np.float32, copy=False)
+    if preset.apply_sigmoid:
+        out = 1.0 / (1.0 + np.exp(-out))
+    return out
 
 
 def _session_options(ort, threads: int, on_cpu: bool, cpu_arena: bool = True):  # type: ignore[no-untyped-def]
