@@ -62,8 +62,9 @@ Faults: when a backing service fails mid-session (the database locked,
 unreachable or full; Redis down) the server sends ``error`` with a stable
 ``code`` (``hub_unavailable``, ``database_unavailable``, ``redis_unavailable``
 …) and ``retry_after`` seconds, then closes with 1013 and that code as the
-reason. Nothing the client was sent is lost: it reconnects after
-``retry_after`` and resumes from its last id.
+reason. A fault before the hello (the token cannot be checked) closes with
+1013 and the code as the reason alone. Nothing the client was sent is lost:
+it reconnects after ``retry_after`` and resumes from its last id.
 
 Close codes: 1000 normal; 1008 too many bad frames; 1009 frame too big; 1011
 server error (a bug of ours); 1012 server restarting, reconnect (elsewhere);
