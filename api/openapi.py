@@ -42,8 +42,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 # What each status means here, and the codes it carries.
 _PROBLEMS: dict[int, str] = {
-    400: "Unreadable or empty image, or a malformed body "
-    "(`unreadable_image`, `empty_image`, `bad_input`, `malformed_multipart`, `invalid_webhook_signature`).",
+    400: "Unreadable or empty image, or a malformed body (`unreadable_image`, `empty_image`, `bad_input`, "
+    "`malformed_multipart`, `invalid_webhook_signature`; a JSON body that does not parse: `http_400`).",
     401: "No credentials (`missing_api_key`, `missing_token`).",
     402: "No credits left, or the account is suspended (`insufficient_credits`, `account_suspended`).",
     403: "Bad, revoked or insufficient credentials, or a bad signature "

@@ -119,7 +119,7 @@ class CheckoutBody(BaseModel):
     "/v1/account/checkout",
     status_code=201,
     operation_id="checkout",
-    responses=metered(problem_responses(401, 402, 403, 404, 413, 422, 429, 502, 503)),
+    responses=metered(problem_responses(400, 401, 402, 403, 404, 413, 422, 429, 502, 503)),
 )
 async def checkout(
     body: CheckoutBody, request: Request, key: AccountWriteKeyDep, billing: BillingDep, settings: SettingsDep

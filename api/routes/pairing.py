@@ -134,7 +134,7 @@ async def open_pairing(
     operation_id="claimPairing",
     responses=merge(
         {201: {"headers": NO_STORE_HEADER, "links": _CLAIMED_LINKS}},
-        problem_responses(404, 409, 410, 413, 422, 429, 503),
+        problem_responses(400, 404, 409, 410, 413, 422, 429, 503),
     ),
 )
 async def claim_pairing(
