@@ -32,6 +32,7 @@ from .readiness import Readiness
 from .middleware import (
     BodyLimitMiddleware,
     FaultMiddleware,
+    HeaderLimitMiddleware,
     RateLimitHeadersMiddleware,
     RequestIdMiddleware,
 )
@@ -167,5 +168,6 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     app.add_middleware(FaultMiddleware)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

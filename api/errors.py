@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing import errors as billing_errors
 from segmentation import errors as seg_errors
+from segmentation.errors import echo
+from segmentation.units import describe_bytes
 from sync.assets import errors as asset_errors
 from sync.assets import idempotency as capture_keys
 from sync.hub import errors as hub_errors
@@ -51,7 +53,7 @@ class BodyTooLarge(ApiProblem):
         super().__init__(
             413,
             "payload_too_large",
-            f"The request body is larger than the {limit}-byte limit.",
+            f"The request body is larger than the {describe_bytes(limit)} limit.",
             headers={"Connection": "close"},
         )
 
@@ -233,14 +235,24 @@ async def _hub_error(_: Request, exc: hub_errors.HubError) -> JSONResponse:
     return _bug("hub error", exc)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI could not parse the body at all (a JSON nested too deep for the parser, a broken
+        # form): the same answer as for any other body its parser refuses.
+        if request.headers.get("content-type", "").lower().startswith("multipart/"):
+            return problem_response(400, "malformed_multipart", "The multipart body cannot be parsed.")
+        return problem_response(422, "invalid_parameter", "The request body cannot be parsed.")
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
     return problem_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    # Locations can hold names the client chose (keys of its JSON): bounded, like every echo.
+    errors = [
+        {"loc": [echo(part) if isinstance(part, str) else part for part in e.get("loc", ())], "msg": echo(e.get("msg", ""))}
+        for e in exc.errors()[:10]
+    ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     return problem_response(422, "invalid_parameter", f"{where}: {first['msg']}", errors=errors)

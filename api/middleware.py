@@ -7,9 +7,12 @@ import math
 import re
 import secrets
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing import Decision
+
+from segmentation.units import describe_bytes
 
 from .errors import BodyTooLarge, fault_problem, internal_problem, problem_response
 from .faults import WS_INTERNAL_ERROR, WS_TRY_AGAIN_LATER, Fault, classify_fault, describe
@@ -41,6 +44,34 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class HeaderLimitMiddleware:
+    """Refuse a request whose header fields add up to more than ``max_bytes``: 431, before any work.
+
+    uvicorn's httptools parser sets no limit of its own, and every header is held in
+    memory and looked at by the app (keys, tokens, request ids).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = 64 * 1024) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.max_bytes:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009, "reason": "headers_too_large"})
+                    return
+                response = problem_response(
+                    431, "headers_too_large",
+                    f"The request's header fields add up to more than {self.max_bytes // 1024} KiB.",
+                    headers={"Connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 before buffering them.
 
@@ -59,7 +90,7 @@ class BodyLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             response = problem_response(
-                413, "payload_too_large", f"The request body is larger than the {self.max_bytes}-byte limit.",
+                413, "payload_too_large", f"The request body is larger than the {describe_bytes(self.max_bytes)} limit.",
                 headers={"Connection": "close"},
             )
             await response(scope, receive, send)
@@ -147,6 +178,8 @@ class FaultMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            log.info("%s %s: the client went away before its request was read", scope["type"], scope.get("path"))
         except Exception as exc:
             fault = classify_fault(exc)
             if fault is not None:

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from segmentation.errors import echo
 from sync.assets import CAPTURE_OPTION_NAMES, capture_options
 from sync.assets.idempotency import check_key
 from sync.pairing import PairingNotFound
@@ -79,7 +80,7 @@ def _fiducials(value: str | None) -> bool | None:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ApiProblem(422, "invalid_parameter", f"fiducials must be true, false or auto; got {value!r}.")
+    raise ApiProblem(422, "invalid_parameter", f"fiducials must be true, false or auto; got {echo(value)!r}.")
 
 
 @router.post(

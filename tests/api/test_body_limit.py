@@ -145,7 +145,7 @@ def chunked(pieces: Iterable[bytes]) -> Iterator[bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> Iterator[Server]:
     from api.offline import with_keys
     from api.settings import Settings
 
@@ -160,6 +160,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCLIP_")}
     # one worker, batch of one: a small, quick-to-start server (no batching proof at load)
     env.update(ARCLIP_DATA_DIR=str(data_dir), ARCLIP_WORKERS="1", ARCLIP_MAX_BATCH_SIZE="1")
+    # The suite's int8 graph, built once, instead of a build of its own (the model loads while it starts).
+    env.update(ARCLIP_MODEL_CACHE_DIR=str(model_cache_dir))
     log = (data_dir / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-c", "from api.cli import main; main()", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -169,7 +171,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         cwd=data_dir,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
                 pytest.fail("arclip serve exited:\n" + (data_dir / "server.log").read_text()[-4000:])

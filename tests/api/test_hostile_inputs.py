@@ -283,6 +283,8 @@ CASES = [
          clip(good, headers={"Idempotency-Key": "i" * HUGE})),
     Case("captures-huge-idempotency-key", 422, "invalid_idempotency_key",
          capture(good, headers={"Idempotency-Key": "i" * HUGE})),
+    Case("account-headers-over-64-kib", 431, "headers_too_large",
+         lambda w: w.http.get("/v1/account", headers={"X-Api-Key": w.key, "X-Junk": "j" * 1_000_000})),
     Case("clip-huge-request-id-and-junk-header", 415, "unsupported_media_type",
          clip(WRONG_TYPES["text"], headers={"X-Request-Id": "r" * HUGE, "X-Junk": "j" * 60_000})),
     Case("clip-huge-bg-color", 422, "invalid_option", clip(good, data={"bg_color": "z" * HUGE})),
@@ -291,18 +293,13 @@ CASES = [
     Case("clip-huge-parameter-name", 422, "unknown_parameter", clip(good, params={"x" * HUGE: "1"})),
     Case("screen-huge-fiducials", 422, "invalid_parameter",
          lambda w: w.http.put(f"/v1/pairings/{w.pairing_id}/screen", params={"fiducials": "f" * HUGE},
-                              content=whole("png"), headers={**_bearer(w.desktop), "Content-Type": "image/png"}),
-         marks=(pytest.mark.xfail(strict=True, reason="api/routes/captures.py echoes the whole fiducials value "
-                                  "(OpenAPI engineer's file): use segmentation.errors.echo"),)),
+                              content=whole("png"), headers={**_bearer(w.desktop), "Content-Type": "image/png"})),
     Case("screen-truncated-png", 400, "unreadable_image",
          lambda w: w.http.put(f"/v1/pairings/{w.pairing_id}/screen", content=truncated("png-minus-2"),
                               headers={**_bearer(w.desktop), "Content-Type": "image/png"})),
     Case("claim-json-nested-100000-deep", 422, "invalid_parameter",
          lambda w: w.http.post("/v1/pairings/claim", content=b'{"code": ' + b"[" * DEEP + b"]" * DEEP + b"}",
-                               headers={"Content-Type": "application/json"}),
-         marks=(pytest.mark.xfail(strict=True, reason="a JSON body nested too deep for the parser answers "
-                                  "400 http_400, not the 422 invalid_parameter of other bad JSON "
-                                  "(api/errors.py, the lead's file)"),)),
+                               headers={"Content-Type": "application/json"})),
 ]
 
 
