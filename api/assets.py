@@ -40,6 +40,16 @@ class AssetStack:
         await self.store.close()
 
 
+def describe_duration(seconds: float) -> str:
+    """A duration as people say it: "1 day", "36 hours", "15 minutes", "90 seconds"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0 or seconds >= 2 * size:
+            count = round(seconds / size, 1)
+            text = f"{count:g}"
+            return f"{text} {unit}{'' if text == '1' else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
 def start_assets(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
@@ -81,5 +91,5 @@ def start_assets(
 
     sweeper = Sweeper(sweep, settings.retention_sweep_s)
     sweeper.start()
-    log.info("assets in %s, kept %s", type(store).__name__, retention)
+    log.info("assets in %s, kept %s", type(store).__name__, describe_duration(settings.asset_retention_s))
     return AssetStack(store, assets, screens, captures, sweeper)

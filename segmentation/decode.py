@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import EmptyImage, ImageTooLarge, UnreadableImage, UnsupportedMediaType
+from .units import describe_bytes, describe_pixels
 
 try:  # libjpeg-turbo straight into numpy: ~3x faster than Pillow for a 12 MP photo.
     import simplejpeg as _simplejpeg
@@ -135,7 +136,9 @@ def probe(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Read only the header (a PNG's chunk sizes too) and refuse what is too big, or
     far too short for its size, before any pixel is decoded."""
     if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"The image is {len(data)} bytes; the limit is {limits.max_bytes}.")
+        raise ImageTooLarge(
+            f"The image is {describe_bytes(len(data))}, larger than the {describe_bytes(limits.max_bytes)} limit."
+        )
     fmt = sniff_format(data)
     img = _open(data, fmt)
     width, height = img.size
@@ -153,8 +156,8 @@ def _check_size(width: int, height: int, limits: ImageLimits) -> None:
         raise UnreadableImage("The image has no pixels.")
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
         raise ImageTooLarge(
-            f"The image is {width}x{height}; the limit is {limits.max_pixels} pixels "
-            f"and {limits.max_side} pixels a side."
+            f"The image is {width}x{height} ({describe_pixels(width * height)}); the limit is "
+            f"{describe_pixels(limits.max_pixels)} and {limits.max_side} pixels a side."
         )
 
 

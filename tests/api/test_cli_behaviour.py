@@ -257,3 +257,17 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path, data_dir: 
     monkeypatch.setenv("ARCLIP_DATABASE_URL", f"sqlite+aiosqlite:///{blocker}/under/a/file.db")
     line = one_line_error(run("keys", "list"), 1)
     assert "database" in line.lower()
+
+
+# --- wording ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seconds,text",
+    [(86400, "1 day"), (7 * 86400, "7 days"), (36 * 3600, "36 hours"), (900, "15 minutes"), (90, "90 seconds"),
+     (1, "1 second")],
+)
+def test_durations_are_said_as_people_say_them(seconds: int, text: str) -> None:
+    from api.assets import describe_duration
+
+    assert describe_duration(seconds) == text
