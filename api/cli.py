@@ -406,6 +406,43 @@ def accounts_credit(
     typer.echo(f"{info.id}: {credits_text(info.balance.remaining)} left")
 
 
+model_app = typer.Typer(help="Serve the model elsewhere: NVIDIA Triton.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("export")
+def model_export(
+    directory: Annotated[Path, typer.Argument(help="The Triton model repository to write into (made if missing).")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Registry name or [preset:]path to an .onnx file; default ARCLIP_MODEL.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="The model's name on the server; default ARCLIP_INFERENCE_MODEL's name.")] = None,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="max_batch_size: images one execution takes.")] = 8,
+    queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", min=0, help="How long Triton waits to fill a batch (microseconds).")] = 2000,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Model instances per GPU (or on the CPU).")] = 1,
+    cpu: Annotated[bool, typer.Option("--cpu", help="A CPU instance group instead of a GPU one.")] = False,
+    tensorrt: Annotated[bool, typer.Option("--tensorrt", help="TensorRT in FP16, its shape profile covering the engine's views.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help="onnxruntime, or python (onnxruntime inside Triton's Python backend).")] = "onnxruntime",
+) -> None:
+    """Write a Triton model repository: NAME/config.pbtxt and NAME/1/model.onnx (mount DIR as --model-repository)."""
+    from segmentation import resolve_model
+    from segmentation.remote import parse_model_ref
+    from segmentation.triton_repo import ExportOptions, export_repository
+
+    if backend not in ("onnxruntime", "python"):
+        _fail(f"--backend {backend!r}: use onnxruntime or python")
+    settings = Settings()
+    spec = resolve_model(model or settings.model)
+    options = ExportOptions(
+        name=parse_model_ref(name or settings.inference_model)[0], max_batch=max_batch,
+        max_queue_delay_us=queue_delay_us, instances=instances, gpu=not cpu, tensorrt=tensorrt,
+        backend=backend,  # type: ignore[arg-type]
+    )
+    exported = export_repository(spec, directory, options)
+    typer.echo(
+        f"wrote {exported.config} and {exported.graph} ({spec.name}, {spec.preset.family} preset, "
+        f"max batch {exported.max_batch}, {'any size' if exported.any_size else 'square inputs only'})"
+    )
+
+
 def main() -> None:
     app()
 
