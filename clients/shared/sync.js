@@ -178,6 +178,9 @@ export class SyncClient extends EventTarget {
       }
       this.resyncedAt = id;
       this.lastSeen = id;
+      // "reset": our ids belong to a log the server no longer has (its store lost it); the
+      // snapshot replaces our state and its ids start again from here, even if lower than ours.
+      if ((frame.data || {}).reason === "reset") this.lastHandled = null;
       this.enqueue(id, () => this.dispatchEvent(new CustomEvent("resync", { detail: frame.data || {} })));
       return;
     }
@@ -209,11 +212,8 @@ export class SyncClient extends EventTarget {
       this.resyncedAt = null; // a new connection: no resync handled on it yet
       this.attempt = 0;
       if (data.idle_timeout_s) this.idleTimeoutMs = data.idle_timeout_s * 1000;
-      // A log newer than the server's (it was reset): start over from what it has.
-      if (this.lastSeen !== null && data.last_id !== undefined && this.lastSeen > data.last_id) {
-        this.lastSeen = this.lastHandled = data.last_id;
-        this.saveLastId(data.last_id);
-      }
+      // Even when our last id is beyond the server's (its log was reset), resume from it: the
+      // server answers with a "reset" resync whose snapshot replaces what we hold.
       if (this.lastSeen !== null) this.send({ type: "resume", last_id: this.lastSeen });
       this.setState("open", { hello: data });
       this.dispatchEvent(new CustomEvent("hello", { detail: data }));
