@@ -15,7 +15,7 @@ from typing import Any, get_args
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from segmentation.options import COLOR_PATTERN, MARGIN_PATTERN, Channels, OutputFormat, SizePreset
+from segmentation.options import COLOR_PATTERN, MARGIN_PATTERN, Channels, OutputFormat, Quality, SizePreset
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"  # as api.errors answers
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -175,6 +175,9 @@ CLIP_OPTIONS: dict[str, dict[str, Any]] = {
              "description": "preview: about 0.25 MP (0.25 credit); full: the input's size; auto: full up to 25 MP."},
     "bg_color": {"type": "string", "pattern": COLOR_PATTERN,
                  "description": "An opaque background instead of transparency: hex #rgb, #rgba, #rrggbb or #rrggbbaa."},
+    "quality": {"type": "string", "enum": list(get_args(Quality)), "default": "balanced",
+                "description": "fast: one model run; balanced: the server's extra passes; best: every extra pass "
+                "(mirrored, own-aspect and zoomed views). The same price."},
 }
 
 

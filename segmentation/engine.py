@@ -9,7 +9,8 @@ With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``; the engine's own
 default is none, the server's is chosen by ``passes.choose_passes``) the model also
 runs on the mirrored input ("flip"), on the photo at its own aspect ratio ("aspect"),
 either only when the first map is unsure ("-uncertain"), and/or on the crop around the
-first pass's object ("zoom"), and the maps are merged before refinement.
+first pass's object ("zoom"), and the maps are merged before refinement. A request's
+``quality`` picks among them: "fast" none, "balanced" the configured ones, "best" every one.
 
 The full-size decode runs while the model works, so a 12 MP photo costs little
 more than its inference. Where the CPU goes for a 12 MP JPEG (2 cores, ~0.42 CPU s
@@ -47,6 +48,7 @@ from .errors import Overloaded
 from .matting import estimate_foreground
 from .options import ClipOptions
 from .passes import (
+    PASSES,
     Pass,
     View,
     ZoomParams,
@@ -126,7 +128,12 @@ class ClipEngine:
         self._slots = asyncio.Semaphore(self.config.concurrency)
         self._admitted = 0
         self._seconds_per_image = 1.0  # running estimate, for Retry-After
-        self._views = plan_views(self.config.extra_passes)
+        # The passes each ``quality`` runs (same price): "balanced" is the configured set,
+        # "fast" none, "best" each pass on every image (a square-only model skips "aspect" itself).
+        self._passes: dict[str, tuple[Pass, ...]] = {
+            "fast": (), "balanced": self.config.extra_passes, "best": tuple(p for p in PASSES if "-" not in p),
+        }
+        self._views = {quality: plan_views(passes) for quality, passes in self._passes.items()}
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -200,7 +207,8 @@ class ClipEngine:
 
         work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
         tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
-        saliency_task = asyncio.ensure_future(self._saliency(work.rgb, tensor))
+        views = self._views[options.quality]
+        saliency_task = asyncio.ensure_future(self._saliency(work.rgb, tensor, views))
         try:
             if full is None:
                 # Short, and overlapping this request's own inference: not a
@@ -209,17 +217,19 @@ class ClipEngine:
             saliency = await saliency_task
         finally:
             saliency_task.cancel()
-        if "zoom" in self.config.extra_passes:
-            saliency = await self._zoom(saliency, work.rgb)
+        if "zoom" in self._passes[options.quality]:
+            saliency = await self._zoom(saliency, work.rgb, views)
         return await self._cpu(self._finish, saliency, work, full, options, info)
 
-    async def _saliency(self, rgb: np.ndarray, tensor: np.ndarray) -> np.ndarray:
+    async def _saliency(
+        self, rgb: np.ndarray, tensor: np.ndarray, views: tuple[list[View], list[View]]
+    ) -> np.ndarray:
         """The model's map of ``rgb`` (``tensor`` its square input), with the extra views merged in.
 
         The views of "flip"/"aspect" run with the first one; those of the -uncertain
         passes follow only when the first map is unsure of itself (``passes.is_unsure``).
         """
-        now, later = self._views
+        now, later = views
         wide: asyncio.Future[np.ndarray | None] | None = None
 
         def wide_input() -> asyncio.Future[np.ndarray | None]:
@@ -250,7 +260,9 @@ class ClipEngine:
             return None
         return await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
 
-    async def _zoom(self, saliency: np.ndarray, work_rgb: np.ndarray) -> np.ndarray:
+    async def _zoom(
+        self, saliency: np.ndarray, work_rgb: np.ndarray, views: tuple[list[View], list[View]]
+    ) -> np.ndarray:
         """The "zoom" pass: the model again on the crop around the object, merged in."""
         work_size = (work_rgb.shape[1], work_rgb.shape[0])
         window = zoom_window(saliency, work_size, self.config.zoom)
@@ -258,7 +270,7 @@ class ClipEngine:
             return saliency
         cropped = crop(work_rgb, window)
         tensor = await self._cpu(to_model_input, cropped, self.model.preset)
-        zoomed = await self._saliency(cropped, tensor)
+        zoomed = await self._saliency(cropped, tensor, views)
         return zoom_merge(saliency, zoomed, window, work_size, self.model.preset.input_size, self.config.zoom)
 
     async def _decode(

@@ -12,12 +12,13 @@ from .errors import InvalidOption, echo
 OutputFormat = Literal["png", "webp"]
 Channels = Literal["rgba", "alpha"]
 SizePreset = Literal["preview", "full", "auto"]
+Quality = Literal["fast", "balanced", "best"]  # the engine's extra passes; the same price
 
 PREVIEW_PIXELS = 250_000  # "preview" ≈ 0.25 MP, as remove.bg
 AUTO_MAX_PIXELS = 25_000_000  # "auto": full size up to 25 MP, scaled down above
 
 # The names ``ClipOptions.parse`` takes: what a request may set, and nothing else.
-OPTION_NAMES = ("format", "channels", "crop", "crop_margin", "size", "bg_color")
+OPTION_NAMES = ("format", "channels", "crop", "crop_margin", "size", "bg_color", "quality")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ClipOptions:
     crop_margin: Margin = Margin(0, percent=False)
     size: SizePreset = "full"
     bg_color: tuple[int, int, int, int] | None = None
+    quality: Quality = "balanced"
 
     @classmethod
     def parse(
@@ -50,6 +52,7 @@ class ClipOptions:
         crop_margin: str | None = None,
         size: str | None = None,
         bg_color: str | None = None,
+        quality: str | None = None,
     ) -> ClipOptions:
         return cls(
             format=_choice("format", format, ("png", "webp"), "png"),  # type: ignore[arg-type]
@@ -58,6 +61,7 @@ class ClipOptions:
             crop_margin=parse_margin(crop_margin),
             size=_choice("size", size, ("preview", "full", "auto"), "full"),  # type: ignore[arg-type]
             bg_color=parse_color(bg_color),
+            quality=_choice("quality", quality, ("fast", "balanced", "best"), "balanced"),  # type: ignore[arg-type]
         )
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:

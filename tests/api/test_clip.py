@@ -268,3 +268,28 @@ async def test_transparent_input_areas_stay_transparent(api) -> None:
     assert alpha[:, : W // 2].max() == 0
     assert alpha[H // 2, W // 2 + 20] == 255
     assert int(response.headers["X-Foreground-Left"]) >= W // 2
+
+
+async def test_quality_chooses_the_model_runs_at_the_same_price(app_factory) -> None:
+    from tests.conftest import assert_problem, disk_model
+
+    model = disk_model()
+    predict, runs = model.predict, []
+
+    def counting(batch):  # type: ignore[no-untyped-def]
+        runs.append(len(batch))
+        return predict(batch)
+
+    model.predict = counting  # type: ignore[method-assign]
+    async with app_factory(model) as running:
+        done: dict[str, int] = {}
+        for quality in ("fast", "balanced", "best"):
+            before = sum(runs)
+            response = await running.clip(jpeg(W, H), quality=quality)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Credits-Charged"] == "1"
+            done[quality] = sum(runs) - before
+        assert_problem(await running.clip(jpeg(W, H), quality="ultra"), 422, "invalid_option")
+    # a sure mask: "balanced" (the CPU's -uncertain passes) adds nothing; "best" mirrors and zooms
+    assert done["fast"] == done["balanced"] == 1
+    assert done["best"] >= 3
