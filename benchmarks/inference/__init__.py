@@ -1,0 +1,1 @@
+"""In-process model against the same model on Triton: ``python -m benchmarks.inference``."""
