@@ -43,6 +43,8 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True, rich_marku
 app.add_typer(keys_app, name="keys")
 accounts_app = typer.Typer(help="Manage billing accounts.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(accounts_app, name="accounts")
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(db_app, name="db")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -404,6 +406,73 @@ def accounts_credit(
 
     info = asyncio.run(run())
     typer.echo(f"{info.id}: {credits_text(info.balance.remaining)} left")
+
+
+def _on_database(step):  # type: ignore[no-untyped-def]
+    """Run ``step(engine)`` on the configured database; its refusals and faults are one line, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .migrations import SchemaError, UnknownRevision
+    from .offline import with_database
+
+    settings = Settings()
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with with_database(settings) as engine:
+            return await step(engine)
+
+    try:
+        return asyncio.run(run())
+    except UnknownRevision as exc:
+        failure = exc.message, 2
+    except SchemaError as exc:
+        failure = exc.message, 1
+    except (SQLAlchemyError, OSError, ImportError) as exc:
+        where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        failure = f"cannot use the database {where}: {reason}", 1
+    _fail(*failure)  # outside the except: the exit carries no database error for others to report again
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option("--revision", help="Upgrade to this revision instead of the latest.")] = "head",
+) -> None:
+    """Upgrade the schema (a database made before migrations is adopted first); replicas wait for it."""
+    from . import migrations
+
+    state = _on_database(lambda engine: migrations.upgrade(engine, revision))
+    typer.echo(f"database at revision {state.current or 'base'} (this arclip expects {state.head})")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="The revision to go back to; `base` drops every table.")],
+) -> None:
+    """Downgrade the schema to an older revision, undoing the migrations after it (data they added is lost)."""
+    from . import migrations
+
+    state = _on_database(lambda engine: migrations.downgrade(engine, revision))
+    typer.echo(f"database at revision {state.current or 'base'} (this arclip expects {state.head})")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and this arclip's; exit 1 unless they are the same."""
+    from . import migrations
+
+    state = _on_database(migrations.state)
+    typer.echo(f"current: {state.describe()}")
+    typer.echo(f"head: revision {state.head}")
+    if state.up_to_date:
+        typer.echo("up to date")
+        return
+    if state.too_new:
+        typer.echo("newer than this arclip: run the release that upgraded it")
+    else:
+        typer.echo("out of date: run `arclip db upgrade`")
+    raise typer.Exit(1)
 
 
 model_app = typer.Typer(help="Serve the model elsewhere: NVIDIA Triton.", no_args_is_help=True, rich_markup_mode=None)

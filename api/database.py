@@ -5,8 +5,7 @@ from __future__ import annotations
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-import billing
-import sync.db
+from . import migrations
 
 
 def create_database(url: str, *, busy_timeout_s: float = 5.0) -> AsyncEngine:
@@ -36,10 +35,15 @@ def create_database(url: str, *, busy_timeout_s: float = 5.0) -> AsyncEngine:
     return engine
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(billing.Base.metadata.create_all)
-        await conn.run_sync(sync.db.Base.metadata.create_all)
+async def create_schema(engine: AsyncEngine, *, auto_migrate: bool = False) -> None:
+    """Bring the schema to this release's revision by migrations (api.migrations), at start-up.
+
+    SQLite (one process's own file) always upgrades itself; a shared PostgreSQL is
+    upgraded only with ``auto_migrate``, else an older or empty schema is refused
+    (SchemaOutOfDate) so that replicas never change it behind an operator's back.
+    A schema newer than this code is always refused (SchemaTooNew).
+    """
+    await migrations.prepare(engine, migrate=auto_migrate or engine.dialect.name == "sqlite")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

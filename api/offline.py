@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import AccountService, ApiKeyService
 from segmentation import ClipOptions, InputError
@@ -20,27 +21,30 @@ from .settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def with_keys(settings: Settings) -> AsyncIterator[ApiKeyService]:
+async def with_database(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """The configured database's engine, schema untouched (the ``db`` commands manage it)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = create_database(settings.resolved_database_url)
+    database = create_database(settings.resolved_database_url, busy_timeout_s=settings.database_busy_timeout_s)
     try:
-        await create_schema(database)
-        yield ApiKeyService(session_factory(database), catalogue(settings))
+        yield database
     finally:
         await database.dispose()
 
 
 @contextlib.asynccontextmanager
+async def with_keys(settings: Settings) -> AsyncIterator[ApiKeyService]:
+    async with with_database(settings) as database:
+        await create_schema(database, auto_migrate=settings.auto_migrate)
+        yield ApiKeyService(session_factory(database), catalogue(settings))
+
+
+@contextlib.asynccontextmanager
 async def with_accounts(settings: Settings) -> AsyncIterator[tuple[ApiKeyService, AccountService]]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = create_database(settings.resolved_database_url)
-    try:
-        await create_schema(database)
+    async with with_database(settings) as database:
+        await create_schema(database, auto_migrate=settings.auto_migrate)
         sessions = session_factory(database)
         plans = catalogue(settings)
         yield ApiKeyService(sessions, plans), AccountService(sessions, plans)
-    finally:
-        await database.dispose()
 
 
 class CommandError(Exception):

@@ -361,6 +361,15 @@ def stripe_local(_stripe_servers):
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on loopback, for the whole session (skipped where there is none)."""
+    from tests.postgres import running_postgres
+
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory: pytest.TempPathFactory):
     """A throwaway redis-server on a free loopback port, for the whole session."""
     from sync.hub.testing import RedisServer

@@ -1,7 +1,7 @@
 """The ledger, idempotency, webhooks and the outbox on PostgreSQL (production's database).
 
-A throwaway PostgreSQL is started on a free loopback port from the machine's own
-binaries (Debian's ``postgresql`` package); without them, or without ``asyncpg``
+The session's throwaway PostgreSQL (tests/postgres.py, the ``postgres_url``
+fixture) serves them; without its binaries, or without ``asyncpg``
 (``pip install -e '.[postgres]'``), these tests are skipped: SQLite runs the same
 cases in the other files.
 """
@@ -9,18 +9,13 @@ cases in the other files.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import billing
-from api.database import create_database, session_factory
+from api.database import create_database, create_schema, session_factory
 from billing import (
     Billing,
     Catalogue,
@@ -28,64 +23,14 @@ from billing import (
     MemoryGateway,
     StoredResponse,
 )
-from tests.billing.stripe_server import event, free_port, wait_for_port
-
-
-def _binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    return next((str(v / name) for v in versions if (v / name).exists()), None)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    pytest.importorskip("asyncpg")
-    initdb, postgres = _binary("initdb"), _binary("postgres")
-    if not initdb or not postgres:
-        pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="arclip-pg-"))
-    os.chmod(root, 0o777)
-    # PostgreSQL refuses to run as root: run it as nobody then.
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
-    data = root / "data"
-    done = subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "arclip", "--no-sync"],
-        capture_output=True, text=True, timeout=120,
-    )
-    if done.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed: {done.stderr[-300:]}")
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_user, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root),
-         "-c", "fsync=off", "-c", "max_connections=60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30, process=server)
-        yield f"postgresql+asyncpg://arclip@127.0.0.1:{port}/postgres"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(root, ignore_errors=True)
+from tests.billing.stripe_server import event
+from tests.postgres import new_database
 
 
 @pytest.fixture
 async def pg(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_database(postgres_url)
-    for _ in range(50):  # the port opens a moment before connections are accepted
-        try:
-            async with engine.begin() as conn:
-                await conn.run_sync(billing.Base.metadata.drop_all)
-                await conn.run_sync(billing.Base.metadata.create_all)
-            break
-        except Exception:
-            await asyncio.sleep(0.2)
+    engine = create_database(await new_database(postgres_url))
+    await create_schema(engine, auto_migrate=True)  # built as production builds it: by migrations
     yield engine
     await engine.dispose()
 

@@ -1,0 +1,105 @@
+"""A throwaway PostgreSQL on a free loopback port, from the machine's own binaries.
+
+Debian's ``postgresql`` package provides them (``initdb``, ``postgres``); without
+them, or without ``asyncpg``, the tests that need a server are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.billing.stripe_server import free_port, wait_for_port
+
+
+def binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return next((str(v / name) for v in versions if (v / name).exists()), None)
+
+
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """Yield the asyncpg URL of a fresh server's ``postgres`` database (user ``arclip``, no password)."""
+    pytest.importorskip("asyncpg")
+    initdb, postgres = binary("initdb"), binary("postgres")
+    if not initdb or not postgres:
+        pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="arclip-pg-"))
+    os.chmod(root, 0o777)
+    # PostgreSQL refuses to run as root: run it as nobody then.
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
+    data = root / "data"
+    done = subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "arclip", "--no-sync"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"initdb failed: {done.stderr[-300:]}")
+    port = free_port()
+    server = subprocess.Popen(
+        [*as_user, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root),
+         "-c", "fsync=off", "-c", "max_connections=60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30, process=server)
+        _wait_accepting(port)
+        yield f"postgresql+asyncpg://arclip@127.0.0.1:{port}/postgres"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_accepting(port: int, timeout: float = 30.0) -> None:
+    # The port opens a moment before the server accepts connections (it is still starting up).
+    import asyncpg
+
+    async def attempt() -> None:
+        connection = await asyncpg.connect(host="127.0.0.1", port=port, user="arclip", database="postgres")
+        await connection.close()
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Its own thread and loop: this may be set up from inside a running event loop.
+            with ThreadPoolExecutor(1) as thread:
+                thread.submit(asyncio.run, attempt()).result()
+            return
+        except (OSError, asyncpg.PostgresError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+async def new_database(server_url: str) -> str:
+    """A new, empty database on the server of ``server_url``; its URL."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = "t_" + secrets.token_hex(6)
+    connection = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
