@@ -28,6 +28,7 @@ from .database import create_database, create_schema, session_factory
 from .errors import install_error_handlers
 from .live import start_live_sync
 from .metering import start_billing
+from .openapi import install_openapi
 from .readiness import Readiness
 from .middleware import (
     BodyLimitMiddleware,
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     app.include_router(account.router)
     app.include_router(stripe_webhook.router)
     app.include_router(clients.router)
+    install_openapi(app)
     # Innermost: its fault answers still get rate-limit fields and the request id.
     app.add_middleware(FaultMiddleware)
     app.add_middleware(RateLimitHeadersMiddleware)

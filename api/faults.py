@@ -88,6 +88,9 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
     if isinstance(exc, asset_errors.LocatorBusy):
         return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
+    if isinstance(exc, billing_errors.PaymentsNotConfigured):
+        # Not transient, but a 503 like any missing backing service: an operator must configure Stripe.
+        return Fault(exc.code, exc.detail, 3600)
     if isinstance(exc, billing_errors.PaymentsUnavailable):
         return Fault(exc.code, "Payments are unavailable right now; retry shortly.", 10)
     if isinstance(exc, billing_errors.LimiterUnavailable):

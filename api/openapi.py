@@ -43,7 +43,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 # What each status means here, and the codes it carries.
 _PROBLEMS: dict[int, str] = {
     400: "Unreadable or empty image, or a malformed body (`unreadable_image`, `empty_image`, `bad_input`, "
-    "`malformed_multipart`, `invalid_webhook_signature`; a JSON body that does not parse: `http_400`).",
+    "`malformed_multipart`, `invalid_webhook_signature`).",
     401: "No credentials (`missing_api_key`, `missing_token`).",
     402: "No credits left, or the account is suspended (`insufficient_credits`, `account_suspended`).",
     403: "Bad, revoked or insufficient credentials, or a bad signature "
@@ -59,11 +59,13 @@ _PROBLEMS: dict[int, str] = {
     422: "A bad parameter (`invalid_parameter`, `invalid_option`, `unknown_parameter`, `duplicate_parameter`, "
     "`conflicting_parameter`, `missing_image_file`, `idempotency_key_mismatch`, `invalid_idempotency_key`, "
     "`malformed_code`, `invalid_screen`, `screen_not_found`, `unknown_plan`, `unknown_pack`, `invalid_amount`).",
+    431: "The header fields add up to more than 64 KiB (`headers_too_large`).",
     429: "Too many requests (`rate_limited`, `too_many_attempts`); retry after `Retry-After` seconds.",
     502: "The payment provider refused (`payments_error`).",
     503: "Overloaded, or a backing service is unavailable (`overloaded`, `database_unavailable`, "
     "`redis_unavailable`, `storage_unavailable`, `storage_full`, `hub_unavailable`, `pairing_unavailable`, "
-    "`service_unavailable`, `payments_unavailable`, `payments_not_configured`); retry after `Retry-After` seconds.",
+    "`service_unavailable`, `payments_unavailable`, `payments_not_configured`, `starting`, `inference_unavailable`); "
+    "retry after `Retry-After` seconds.",
 }
 
 # What any route behind a device token may answer: no, bad or another pairing's token, a

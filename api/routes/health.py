@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from ..deps import ServicesDep
+from ..errors import problem_response
+from ..openapi import problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -18,18 +20,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(services: ServicesDep) -> JSONResponse:
-    """``ready`` when every backing service can do its part now (``api.readiness``); else 503 with each one's status:
-    ``starting`` while the model loads, ``not_ready`` when a service fails."""
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "Ready: every backing service can do its part now."},
+        **problem_responses(503),
+    },
+)
+async def readyz(services: ServicesDep) -> Response:
+    """``ready`` when every backing service can do its part now (``api.readiness``); else a 503 problem whose
+    ``code`` is ``starting`` (the model is loading) or ``not_ready``, with each service's status beside it."""
     checks = await services.readiness.check()
     body: dict[str, Any] = {}
-    if all(check.ok for check in checks.values()):
-        body["status"] = "ready"
-    elif all(check.ok or check.status == "starting" for check in checks.values()):
-        body["status"] = "starting"
-    else:
-        body["status"] = "not_ready"
     clipper = services.clipper
     if clipper.ready:
         body.update(
@@ -41,5 +43,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             queue={"admitted": clipper.queued, "capacity": clipper.config.max_queue},
         )
     body.update({name: check.to_json() for name, check in checks.items()})
-    ready = body["status"] == "ready"
-    return JSONResponse(body, status_code=200 if ready else 503, headers={} if ready else {"Retry-After": "5"})
+    if all(check.ok for check in checks.values()):
+        return JSONResponse({"status": "ready", **body})
+    failing = sorted(name for name, check in checks.items() if not check.ok)
+    if all(check.ok or check.status == "starting" for check in checks.values()):
+        code, detail = "starting", "The model is still loading; this replica is not ready yet."
+    else:
+        code, detail = "not_ready", f"Not ready: {', '.join(failing)} failing."
+    return problem_response(503, code, detail, {"Retry-After": "5"}, **body)

@@ -53,7 +53,7 @@ async def test_readyz_reports_a_broken_database(api) -> None:
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     body = response.json()
-    assert body["status"] == "not_ready"
+    assert body["code"] == "not_ready" and "database" in body["detail"]
     assert body["database"]["status"] == "error"
     assert body["database"]["error"] == "database_unavailable"
     assert body["storage"]["status"] == "ok", "each service has its own status"

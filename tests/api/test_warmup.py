@@ -50,7 +50,7 @@ def test_slow_model_load_answers_starting_then_serves(tmp_path: Path, monkeypatc
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.headers["Retry-After"]
         body = ready.json()
-        assert body["status"] == "starting"
+        assert body["status"] == 503 and body["code"] == "starting"
         assert body["inference"]["status"] == "starting" and "loading the model" in body["inference"]["phase"]
         assert body["database"]["status"] == "ok"
         balance = client.get("/v1/account").json()["balance"]["remaining"]
@@ -77,9 +77,9 @@ def test_a_model_that_fails_to_load_is_reported_not_hidden(tmp_path: Path, monke
     key = create_key(settings)
     with LiveServer(settings, None) as server, httpx.Client(base_url=server.base, headers={"X-Api-Key": key}) as client:
         deadline = time.monotonic() + 10
-        while (body := client.get("/readyz").json())["status"] == "starting" and time.monotonic() < deadline:
+        while (body := client.get("/readyz").json())["code"] == "starting" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert body["status"] == "not_ready"
+        assert body["code"] == "not_ready"
         assert body["inference"]["status"] == "error" and "missing.onnx" in body["inference"]["detail"]
         refused = client.post("/v1/clip", files={"image_file": ("p.jpg", jpeg(160, 120), "image/jpeg")})
         assert_problem(refused, 503, "inference_unavailable")
