@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     # Innermost: its fault answers still get rate-limit fields and the request id.
     app.add_middleware(FaultMiddleware)
     app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, framing=_MULTIPART_OVERHEAD)
     app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -77,11 +77,14 @@ class BodyLimitMiddleware:
 
     A declared Content-Length over the limit is answered at once without
     reading a byte; a chunked body is counted as it streams and cut off.
+    ``framing`` more bytes are let through for what wraps the content (multipart
+    boundaries and fields); messages state the limit on the content itself.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, framing: int = 0) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.stated = max_bytes
+        self.max_bytes = max_bytes + framing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +93,7 @@ class BodyLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             response = problem_response(
-                413, "payload_too_large", f"The request body is larger than the {describe_bytes(self.max_bytes)} limit.",
+                413, "payload_too_large", f"The request body is larger than the {describe_bytes(self.stated)} limit.",
                 headers={"Connection": "close"},
             )
             await response(scope, receive, send)
@@ -103,7 +106,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                    raise BodyTooLarge(self.stated)
             return message
 
         await self.app(scope, counting_receive, send)

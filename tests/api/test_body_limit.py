@@ -111,6 +111,8 @@ def assert_413_problem(raw: bytes) -> dict[str, str]:
     assert headers["content-type"].startswith("application/problem+json")
     problem = json.loads(body)
     assert problem["status"] == 413 and problem["code"] and problem["detail"] and problem["title"] and problem["type"]
+    if problem["code"] == "payload_too_large":  # the server runs on the default limit, stated as users set it
+        assert "the 25 MiB limit" in problem["detail"], problem["detail"]
     return headers
 
 
