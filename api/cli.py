@@ -109,9 +109,12 @@ def serve(
     from segmentation import resolve_model
 
     from .app import create_app
+    from .database import create_schema
 
     settings = Settings()
     resolve_model(settings.model)  # a bad ARCLIP_MODEL is one line before anything starts
+    # The schema likewise (the app checks it again at start: then it is current).
+    _on_database(lambda engine: create_schema(engine, auto_migrate=settings.auto_migrate))
     if host is None:
         # A phone is the reason for --tls, and it is on the LAN, not on this machine's loopback.
         host = "0.0.0.0" if tls and "host" not in settings.model_fields_set else settings.host

@@ -29,15 +29,11 @@ def run(connection: Connection) -> None:
 
 
 async def run_own_connection() -> None:
-    from api.database import create_database
+    from api.offline import with_database
     from api.settings import Settings
 
-    engine = create_database(Settings().resolved_database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(run)
-    finally:
-        await engine.dispose()
+    async with with_database(Settings()) as engine, engine.begin() as conn:
+        await conn.run_sync(run)
 
 
 if context.is_offline_mode():

@@ -340,6 +340,37 @@ def test_db_upgrade_on_postgres_lets_a_replica_start(postgres_url: str, tmp_path
     asyncio.run(start())
 
 
+def test_serve_on_an_old_postgres_schema_refuses_in_one_line(postgres_url: str, tmp_path: Path) -> None:
+    url = asyncio.run(new_database(postgres_url))
+    refused = CliRunner().invoke(
+        cli, ["serve", "--port", "9"], env={"ARCLIP_DATABASE_URL": url, "ARCLIP_DATA_DIR": str(tmp_path)},
+        catch_exceptions=False,
+    )
+    assert refused.exit_code == 1
+    assert refused.stderr.strip().splitlines() == [
+        f"error: the database schema is at no revision (empty), but this arclip expects revision "
+        f"{migrations.head()}: run `arclip db upgrade` (or set ARCLIP_AUTO_MIGRATE=true to let a replica "
+        "upgrade it at start)"
+    ]
+
+
+def test_alembic_tooling_for_new_revisions_sees_no_pending_change(tmp_path: Path) -> None:
+    """`python -m api.migrations check` (how a developer learns a model change needs a revision) works."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCLIP_")}
+    env["ARCLIP_DATA_DIR"] = str(tmp_path / "data")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "api.migrations", "check"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    before = check()
+    assert before.returncode != 0 and "Target database is not up to date" in before.stdout + before.stderr
+    assert db("upgrade", ARCLIP_DATA_DIR=env["ARCLIP_DATA_DIR"]).exit_code == 0
+    checked = check()
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "No new upgrade operations detected" in checked.stdout
+
+
 def test_the_installed_package_carries_its_migrations(tmp_path: Path) -> None:
     """Built as `pip install .` builds it, the package migrates from any folder: no alembic.ini, no checkout."""
     source = tmp_path / "src"
