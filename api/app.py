@@ -37,7 +37,7 @@ from .middleware import (
     RateLimitHeadersMiddleware,
     RequestIdMiddleware,
 )
-from .routes import account, captures, clients, clip, health, pairing, stripe_webhook
+from .routes import account, captures, clients, clip, docs, health, pairing, stripe_webhook
 from .services import Services
 from .warmup import WarmingEngine
 from .settings import Settings
@@ -156,7 +156,8 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
         finally:
             await database.dispose()
 
-    app = FastAPI(title="arclip", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc come from routes.docs: served offline, not from a CDN.
+    app = FastAPI(title="arclip", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(clip.router)
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None, *, model: SegmentationModel | N
     app.include_router(account.router)
     app.include_router(stripe_webhook.router)
     app.include_router(clients.router)
+    app.include_router(docs.router)
     install_openapi(app)
     # Innermost: its fault answers still get rate-limit fields and the request id.
     app.add_middleware(FaultMiddleware)
