@@ -60,8 +60,13 @@ def _user_error(exc: Exception) -> tuple[str, int] | None:
     from segmentation import InvalidOption, ModelError, SegmentationError
 
     from .faults import classify_fault
+    from .migrations import SchemaError, UnknownRevision
     from .offline import CommandError
 
+    if isinstance(exc, UnknownRevision):
+        return exc.message, 2
+    if isinstance(exc, SchemaError):  # a schema this release cannot run on: `arclip db upgrade` first
+        return exc.message, 1
     fault = classify_fault(exc)
     if fault is not None:
         return f"{fault.detail.removesuffix('; retry shortly.').removesuffix('; retry later.')} ({_reason(exc)})", 1
@@ -412,11 +417,10 @@ def accounts_credit(
 
 
 def _on_database(step):  # type: ignore[no-untyped-def]
-    """Run ``step(engine)`` on the configured database; its refusals and faults are one line, not a traceback."""
+    """Run ``step(engine)`` on the configured database."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .migrations import SchemaError, UnknownRevision
     from .offline import with_database
 
     settings = Settings()
@@ -425,17 +429,14 @@ def _on_database(step):  # type: ignore[no-untyped-def]
         async with with_database(settings) as engine:
             return await step(engine)
 
+    # A refused schema (SchemaError) is one line through _user_error; a database that
+    # cannot be used is named here, since the operator is pointing these commands at it.
     try:
         return asyncio.run(run())
-    except UnknownRevision as exc:
-        failure = exc.message, 2
-    except SchemaError as exc:
-        failure = exc.message, 1
     except (SQLAlchemyError, OSError, ImportError) as exc:
         where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        failure = f"cannot use the database {where}: {reason}", 1
-    _fail(*failure)  # outside the except: the exit carries no database error for others to report again
+        failure = f"cannot use the database {where}: {_reason(exc)}"
+    _fail(failure, 1)  # outside the except: the exit carries no database error for others to report again
 
 
 @db_app.command("upgrade")

@@ -322,6 +322,22 @@ def test_db_command_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert "secret" not in unreachable.output
 
 
+def test_any_command_on_a_newer_schema_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCLIP_DATA_DIR", str(tmp_path / "data"))
+    assert db("upgrade").exit_code == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "data" / "arclip.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dfeed'")
+    for command in (["keys", "list"], ["db", "upgrade"]):
+        refused = CliRunner().invoke(cli, command, catch_exceptions=False)
+        assert refused.exit_code == 1
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith("error: the database schema is at revision f00dfeed, which this arclip does not know")
+    current = db("current")
+    assert current.exit_code == 1 and current.stdout.splitlines()[-1].startswith("newer than this arclip")
+
+
 def test_db_upgrade_on_postgres_lets_a_replica_start(postgres_url: str, tmp_path: Path) -> None:
     url = asyncio.run(new_database(postgres_url))
     env = {"ARCLIP_DATABASE_URL": url, "ARCLIP_DATA_DIR": str(tmp_path)}
