@@ -14,6 +14,7 @@ from ._base import (
     Channels,
     Color,
     Format,
+    Quality,
     RequestSpec,
     Size,
     TimeoutTypes,
@@ -90,13 +91,14 @@ class AsyncArclip(BaseClient):
         crop_margin: int | float | str | None = None,
         size: Size | None = None,
         bg_color: Color | None = None,
+        quality: Quality | None = None,
         idempotency_key: str | None = None,
         timeout: TimeoutTypes = None,
     ) -> ClipResult:
         """Cut the object out of ``image``; see :meth:`Arclip.clip`."""
         spec = self._clip_spec(
             image, format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size,
-            bg_color=bg_color, idempotency_key=idempotency_key, timeout=timeout,
+            bg_color=bg_color, quality=quality, idempotency_key=idempotency_key, timeout=timeout,
         )
         response = await send(self._client, spec, self.retry_policy)
         return ClipResult.from_response(response.content, response.headers)

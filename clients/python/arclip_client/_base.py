@@ -25,6 +25,7 @@ BASE_URL_ENV = "ARCLIP_BASE_URL"
 Format = Literal["png", "webp"]
 Channels = Literal["rgba", "alpha"]
 Size = Literal["preview", "full", "auto"]
+Quality = Literal["fast", "balanced", "best"]  # the same price: how many model runs the mask gets
 Color = str | tuple[int, int, int] | tuple[int, int, int, int]
 TimeoutTypes = float | httpx.Timeout | None
 
@@ -69,6 +70,7 @@ def clip_fields(
     crop_margin: int | float | str | None,
     size: str | None,
     bg_color: Color | None,
+    quality: str | None = None,
 ) -> dict[str, str]:
     """The clip options as form fields; an option left ``None`` is not sent (the server's default)."""
     fields: dict[str, str] = {}
@@ -84,6 +86,8 @@ def clip_fields(
         fields["size"] = str(size)
     if bg_color is not None:
         fields["bg_color"] = format_color(bg_color)
+    if quality is not None:
+        fields["quality"] = str(quality)
     return fields
 
 
@@ -204,6 +208,7 @@ class BaseClient:
         crop_margin: int | float | str | None,
         size: str | None,
         bg_color: Color | None,
+        quality: str | None,
         idempotency_key: str | None,
         timeout: TimeoutTypes | httpx.Timeout,
     ) -> RequestSpec:
@@ -211,7 +216,8 @@ class BaseClient:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         fields = clip_fields(
-            format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color
+            format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color,
+            quality=quality,
         )
         return RequestSpec(
             "POST",

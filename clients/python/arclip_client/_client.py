@@ -14,6 +14,7 @@ from ._base import (
     Channels,
     Color,
     Format,
+    Quality,
     RequestSpec,
     Size,
     TimeoutTypes,
@@ -95,19 +96,22 @@ class Arclip(BaseClient):
         crop_margin: int | float | str | None = None,
         size: Size | None = None,
         bg_color: Color | None = None,
+        quality: Quality | None = None,
         idempotency_key: str | None = None,
         timeout: TimeoutTypes = None,
     ) -> ClipResult:
         """Cut the object out of ``image`` (bytes, a path, a binary file or a PIL image).
 
-        Options left ``None`` take the server's defaults (PNG, RGBA, no crop, full size).
+        Options left ``None`` take the server's defaults (PNG, RGBA, no crop, full size, balanced).
+        ``quality`` is ``"fast"`` (one model run), ``"balanced"`` or ``"best"`` (every extra
+        view of the photo the server has): the same price, more time.
         ``crop_margin`` is pixels (``20``) or a string (``"20px"``, ``"10%"``); ``bg_color`` is
         ``"#rrggbb[aa]"`` or an RGB(A) tuple. With an ``idempotency_key``, a request whose
         connection broke is retried too, and the server replays instead of charging twice.
         """
         spec = self._clip_spec(
             image, format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size,
-            bg_color=bg_color, idempotency_key=idempotency_key, timeout=timeout,
+            bg_color=bg_color, quality=quality, idempotency_key=idempotency_key, timeout=timeout,
         )
         response = send(self._client, spec, self.retry_policy)
         return ClipResult.from_response(response.content, response.headers)

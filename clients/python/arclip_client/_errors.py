@@ -17,11 +17,17 @@ Every error the SDK raises on purpose is an :class:`ArclipError`::
         ├── Gone                    410
         ├── PayloadTooLarge         413
         ├── UnsupportedMediaType    415
-        ├── InvalidParameter        422
+        ├── InvalidParameter        422 (parameter, did_you_mean)
         │   └── ScreenNotFound      422 screen_not_found: the phone's photo was not located on the screen
         ├── RateLimited             429 (retry_after)
+        ├── HeadersTooLarge         431 headers_too_large
         └── InternalServerError     5xx
-            └── Overloaded          503 (retry_after)
+            └── ServiceUnavailable  503: a backing service is down, locked or full (retry_after)
+                ├── Overloaded      503 overloaded: the work queue is full
+                └── Starting        503 starting: the model is still loading
+
+``PROBLEM_CODES`` lists every problem ``code`` the server documents, by status (the OpenAPI
+document's; a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -175,7 +181,19 @@ class UnsupportedMediaType(APIError):
 
 
 class InvalidParameter(APIError):
-    """422: a parameter has a bad value (``detail`` says which)."""
+    """422: a parameter has a bad value, is unknown, repeated or contradicted (``detail`` says which).
+
+    ``parameter`` names it (``unknown_parameter``, ``duplicate_parameter``,
+    ``conflicting_parameter``); for an unknown one ``did_you_mean`` is the nearest known name.
+    """
+
+    @property
+    def parameter(self) -> str | None:
+        return _text(self.body.get("parameter"))
+
+    @property
+    def did_you_mean(self) -> str | None:
+        return _text(self.body.get("did_you_mean"))
 
 
 class ScreenNotFound(InvalidParameter):
@@ -197,12 +215,28 @@ class RateLimited(APIError):
     """429: too many requests; ``retry_after`` says when to try again."""
 
 
+class HeadersTooLarge(APIError):
+    """431: the request's header fields add up to more than the server takes (64 KiB)."""
+
+
 class InternalServerError(APIError):
     """5xx."""
 
 
-class Overloaded(InternalServerError):
-    """503: the server's queue is full; ``retry_after`` says when to try again."""
+class ServiceUnavailable(InternalServerError):
+    """503: nothing was done or charged; ``retry_after`` says when to try again.
+
+    ``code`` says why: ``overloaded``, ``starting``, ``database_unavailable``, ``storage_full``,
+    ``inference_unavailable`` … (``PROBLEM_CODES[503]``).
+    """
+
+
+class Overloaded(ServiceUnavailable):
+    """503 ``overloaded``: the server's work queue is full."""
+
+
+class Starting(ServiceUnavailable):
+    """503 ``starting``: the server is still loading its model."""
 
 
 _BY_STATUS: dict[int, type[APIError]] = {
@@ -217,13 +251,50 @@ _BY_STATUS: dict[int, type[APIError]] = {
     415: UnsupportedMediaType,
     422: InvalidParameter,
     429: RateLimited,
-    503: Overloaded,
+    431: HeadersTooLarge,
+    503: ServiceUnavailable,
 }
 
 # A problem code that names a more specific class than its status does.
 _BY_CODE: dict[str, type[APIError]] = {
     "screen_not_found": ScreenNotFound,
     "no_screen": NoScreen,
+    "overloaded": Overloaded,
+    "starting": Starting,
+}
+
+
+def _codes(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Every problem code the server documents (its OpenAPI document), by status.
+PROBLEM_CODES: Mapping[int, frozenset[str]] = {
+    400: _codes("unreadable_image empty_image bad_input malformed_multipart invalid_webhook_signature"),
+    401: _codes("missing_api_key missing_token"),
+    402: _codes("insufficient_credits account_suspended"),
+    403: _codes(
+        "invalid_api_key revoked_api_key insufficient_scope invalid_token revoked_token wrong_role bad_signature "
+        "url_expired"
+    ),
+    404: _codes("not_found pairing_not_found asset_not_found invalid_code api_key_not_found account_not_found"),
+    409: _codes("idempotency_key_in_use pairing_full illegal_transition no_screen"),
+    410: _codes("code_expired code_used pairing_closed"),
+    413: _codes("payload_too_large image_too_large"),
+    415: _codes("unsupported_media_type"),
+    422: _codes(
+        "invalid_parameter invalid_option unknown_parameter duplicate_parameter conflicting_parameter "
+        "missing_image_file idempotency_key_mismatch invalid_idempotency_key malformed_code invalid_screen "
+        "screen_not_found unknown_plan unknown_pack invalid_amount"
+    ),
+    429: _codes("rate_limited too_many_attempts"),
+    431: _codes("headers_too_large"),
+    502: _codes("payments_error"),
+    503: _codes(
+        "overloaded database_unavailable redis_unavailable storage_unavailable storage_full hub_unavailable "
+        "pairing_unavailable service_unavailable payments_unavailable payments_not_configured starting "
+        "inference_unavailable"
+    ),
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from arclip_client import Account, Arclip, Box, NotFound, Overloaded, RateLimited, RetryPolicy
+from arclip_client import Account, Arclip, Box, InvalidParameter, NotFound, Overloaded, RateLimited, RetryPolicy
 from PIL import Image
 
 from tests.conftest import alpha_box, disk_model, jpeg, photo
@@ -63,6 +63,14 @@ def test_clip_options_and_inputs(server: LiveServer, api_key: str, tmp_path: Pat
         flat = client.clip(data, bg_color=(0, 255, 0)).to_image().convert("RGBA")
         assert flat.getpixel((0, 0)) == (0, 255, 0, 255)  # the background replaced by opaque green
         assert client.clip(data, bg_color="#00ff00", format="png").to_image().convert("RGBA").getpixel((0, 0))[3] == 255
+
+        # quality changes how many model runs the mask gets, never the price or the size
+        for quality in ("fast", "best"):
+            tuned = client.clip(data, quality=quality)
+            assert tuned.size == (320, 240) and tuned.credits_charged == plain.credits_charged
+        with pytest.raises(InvalidParameter) as bad:
+            client.clip(data, quality="ultra")  # type: ignore[arg-type]
+        assert bad.value.code == "invalid_option"
 
         assert plain.save(tmp_path / "cut.png").stat().st_size == len(plain.data)
 

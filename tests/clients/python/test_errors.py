@@ -94,6 +94,10 @@ def test_extension_members() -> None:
     assert isinstance(screen, ScreenNotFound)
     assert screen.hint == "Move closer to the screen." and screen.confidence == 0.12
     assert make(409, code="no_screen", hint="Open the canvas first.").hint == "Open the canvas first."  # type: ignore[attr-defined]
+    unknown = make(422, code="unknown_parameter", parameter="colour", did_you_mean="bg_color")
+    assert isinstance(unknown, InvalidParameter)
+    assert (unknown.parameter, unknown.did_you_mean) == ("colour", "bg_color")  # type: ignore[attr-defined]
+    assert make(431, code="headers_too_large").__class__.__name__ == "HeadersTooLarge"
     credits = make(402, code="insufficient_credits", required=1, remaining=0.25)
     assert credits.credits_required == 1 and credits.credits_remaining == 0.25  # type: ignore[attr-defined]
 
