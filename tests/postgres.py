@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -31,42 +32,70 @@ def binary(name: str) -> str | None:
     return next((str(v / name) for v in versions if (v / name).exists()), None)
 
 
-@contextmanager
-def running_postgres() -> Iterator[str]:
-    """Yield the asyncpg URL of a fresh server's ``postgres`` database (user ``arclip``, no password)."""
-    pytest.importorskip("asyncpg")
-    initdb, postgres = binary("initdb"), binary("postgres")
-    if not initdb or not postgres:
-        pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="arclip-pg-"))
-    os.chmod(root, 0o777)
-    # PostgreSQL refuses to run as root: run it as nobody then.
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
-    data = root / "data"
-    done = subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "arclip", "--no-sync"],
-        capture_output=True, text=True, timeout=120,
-    )
-    if done.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"initdb failed: {done.stderr[-300:]}")
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_user, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(root),
-         "-c", "fsync=off", "-c", "max_connections=60"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30, process=server)
-        _wait_accepting(port)
-        yield f"postgresql+asyncpg://arclip@127.0.0.1:{port}/postgres"
-    finally:
-        server.terminate()
+class PostgresServer:
+    """A fresh cluster in a temp dir; ``stop()`` then ``start(port=...)`` restarts it where clients point."""
+
+    def __init__(self) -> None:
+        pytest.importorskip("asyncpg")
+        initdb, self._postgres = binary("initdb"), binary("postgres")
+        if not initdb or not self._postgres:
+            pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
+        self.root = Path(tempfile.mkdtemp(prefix="arclip-pg-"))
+        os.chmod(self.root, 0o777)
+        # PostgreSQL refuses to run as root: run it as nobody then.
+        self._as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
+        self.data = self.root / "data"
+        done = subprocess.run(
+            [*self._as_user, initdb, "-D", str(self.data), "-A", "trust", "-U", "arclip", "--no-sync"],
+            capture_output=True, text=True, timeout=120,
+        )
+        if done.returncode != 0:
+            shutil.rmtree(self.root, ignore_errors=True)
+            pytest.skip(f"initdb failed: {done.stderr[-300:]}")
+        self.port = 0
+        self._server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The asyncpg URL of the ``postgres`` database (user ``arclip``, no password)."""
+        return f"postgresql+asyncpg://arclip@127.0.0.1:{self.port}/postgres"
+
+    def start(self, *, port: int | None = None) -> str:
+        self.port = port or free_port()
+        self._server = subprocess.Popen(
+            [*self._as_user, self._postgres, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", str(self.root), "-c", "fsync=off", "-c", "max_connections=60"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, timeout=30, process=self._server)
+        _wait_accepting(self.port)
+        return self.url
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT: open connections are cut, as in a crash or a failover)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.send_signal(signal.SIGINT)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
-        shutil.rmtree(root, ignore_errors=True)
+            server.wait()
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def running_postgres() -> Iterator[str]:
+    """Yield the asyncpg URL of a fresh server's ``postgres`` database (user ``arclip``, no password)."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.remove()
 
 
 def _wait_accepting(port: int, timeout: float = 30.0) -> None:
