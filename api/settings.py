@@ -13,18 +13,30 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARCLIP_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Path(".arclip")
-    database_url: str | None = None  # default: SQLite file in the data dir
-    redis_url: str | None = None
-    storage_url: str | None = None  # default: file:// data dir
-    model: str = "u2netp"
+    data_dir: Path = Field(default=Path(".arclip"), description="where embedded state lives (database, files, keys, caches)")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL, postgresql+asyncpg://… in production; unset: a SQLite file in the data dir"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for cross-replica hub fan-out and shared rate limits; unset: in-process"
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="file:///path or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL); unset: files in the data dir",
+    )
+    model: str = Field(
+        default="u2netp",
+        description="u2netp, or a path to an .onnx file (isnet:/path.onnx, birefnet:/path.onnx name the preset)",
+    )
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="where `arclip serve` listens (a phone on the LAN needs 0.0.0.0)")
+    port: int = Field(default=8000, description="the port `arclip serve` listens on")
 
     # Execution: "cuda", "cpu", or an explicit provider list; unset picks the best available.
-    providers: str | None = None
-    intra_op_threads: int | None = None
+    providers: str | None = Field(
+        default=None, description="cuda, tensorrt, cpu or an onnxruntime provider list; unset: the best available"
+    )
+    intra_op_threads: int | None = Field(default=None, description="onnxruntime threads per run; unset: adapted to load")
     model_precision: Literal["auto", "fp32", "int8"] = Field(
         default="auto",
         description="auto: int8 on a CPU for models with a tested int8 recipe (u2netp), fp32 elsewhere and on GPUs; "
@@ -34,8 +46,8 @@ class Settings(BaseSettings):
         default=None, description="where derived model graphs (int8) are cached; unset: models/ in the data dir"
     )
     max_batch_size: int | None = Field(default=None, description="unset: 8 on a GPU, 1 on a CPU")
-    max_batch_wait_ms: float = 4.0
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, description="images processed at once")
+    max_batch_wait_ms: float = Field(default=4.0, description="how long a batch's first image waits for company")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, description="images processed at once; default: the CPU count")
     extra_passes: str = Field(
         default="auto",
         description='extra model runs per image for a better mask: "flip" (+1 run), "aspect" (+1, +2 with flip), '
@@ -43,7 +55,7 @@ class Settings(BaseSettings):
         'map is unsure), comma-separated, "" for none; auto: flip,aspect on a GPU (they share batches), '
         'flip-uncertain,aspect-uncertain on a CPU',
     )
-    max_queue: int = 16
+    max_queue: int = Field(default=16, description="images admitted in all (running and waiting) before 503 overloaded")
     auto_migrate: bool = Field(
         default=False,
         description="PostgreSQL: a replica upgrades an older schema itself at start (under a lock); "
@@ -57,9 +69,9 @@ class Settings(BaseSettings):
     )
     readiness_timeout_s: float = Field(default=2.0, gt=0, description="each /readyz probe's deadline")
 
-    max_upload_bytes: int = 25 * 1024 * 1024
-    max_image_pixels: int = 50_000_000
-    max_image_side: int = 16_384
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, description="largest request body (25 MiB), refused before it is read")
+    max_image_pixels: int = Field(default=50_000_000, description="largest image in pixels (50 MP), refused from its header")
+    max_image_side: int = Field(default=16_384, description="longest image side in pixels")
 
     # Captures, assets and screen pictures (sync/assets).
     signing_key: SecretStr | None = Field(
@@ -70,7 +82,7 @@ class Settings(BaseSettings):
     retention_sweep_s: float = Field(default=300.0, description="how often expired assets are swept")
     public_url: str | None = Field(default=None, description="base of the URLs handed out; unset: the request's")
     locate_workers: int = Field(default=2, description="pastes located (or screen pictures indexed) at once")
-    locate_max_queue: int = 16
+    locate_max_queue: int = Field(default=16, description="pastes and screen pictures admitted before 503 overloaded")
     screen_cache_size: int = Field(default=32, description="screen picture indexes kept in memory")
 
     # Pairing and the live hub (sync/pairing, sync/hub). Pairing URLs use ``public_url``.
@@ -107,7 +119,7 @@ class Settings(BaseSettings):
     stripe_payg_price: str | None = Field(default=None, description="the metered Price of the pay-as-you-go subscription")
     stripe_meter_event: str = Field(default="arclip_credits", description="the Billing Meter's event name")
     stripe_meter_unit: float = Field(default=0.25, gt=0, description="credits per meter unit (Stripe takes whole units)")
-    stripe_timeout_s: float = Field(default=20.0, gt=0)
+    stripe_timeout_s: float = Field(default=20.0, gt=0, description="deadline of each request to Stripe")
     stripe_max_retries: int = Field(default=2, ge=0, description="the SDK's own retries of a failed request")
     usage_report_interval_s: float = Field(default=5.0, gt=0, description="how often unreported usage is sent to Stripe")
 
