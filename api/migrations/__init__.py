@@ -8,8 +8,9 @@ PostgreSQL it first takes an advisory lock, so two replicas or a replica and
 work done.
 
 A database made by ``create_all`` before migrations existed (our tables, no
-``alembic_version``) is adopted: stamped as the first revision when its tables
-and columns are the ones that revision makes.
+``alembic_version``) is adopted when the tables it has hold the columns the first
+revision makes: that revision then runs, making only the tables it lacks (as
+``create_all`` would have at start-up), and is recorded.
 """
 
 from __future__ import annotations
@@ -157,8 +158,7 @@ def _adopt(conn: Connection, state: SchemaState) -> None:
     problems = []
     for table, columns in sorted(expected.items()):
         if not found.has_table(table):
-            problems.append(f"{table} is missing")
-            continue
+            continue  # newer than the release that made the database: the revision makes it
         present = {column["name"] for column in found.get_columns(table)}
         if present != columns:
             missing, extra = sorted(columns - present), sorted(present - columns)
@@ -168,7 +168,7 @@ def _adopt(conn: Connection, state: SchemaState) -> None:
             f"the database has arclip tables ({', '.join(state.unversioned_tables)}) but no migration record, "
             f"and they are not those of revision {INITIAL}: {'; '.join(problems)}"
         )
-    command.stamp(alembic_config(conn), INITIAL)
+    command.upgrade(alembic_config(conn), INITIAL)
 
 
 def _refuse_too_new(state: SchemaState) -> None:

@@ -1,7 +1,7 @@
 """The initial schema: every table that ``create_all`` made before migrations.
 
-A database made that way is stamped with this revision (see api.migrations),
-so this must stay exactly what those releases created.
+A database made that way is adopted by running this revision on it (see
+api.migrations), so this must stay exactly what those releases created.
 
 Revision ID: 0001
 Revises:
@@ -9,6 +9,8 @@ Create Date: 2026-12-03
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,9 +25,35 @@ depends_on = None
 UTCDateTime = sa.DateTime
 
 
+class Index(NamedTuple):
+    name: str
+    columns: list[str]
+    unique: bool = False
+
+
+def _unless_present(existing: list[str]):  # type: ignore[no-untyped-def]
+    """``create(table, *columns_and_constraints, *indexes)``, skipping a table the database has.
+
+    A database from before migrations had its tables made by ``create_all``, which
+    also added tables new in a release to an older database at start-up. Adopting
+    one (api.migrations checks that the tables it has are these) runs this revision:
+    the tables it lacks are made, as ``create_all`` would have made them.
+    """
+
+    def create(name: str, *elements: Any) -> None:
+        if name in existing:
+            return
+        op.create_table(name, *(e for e in elements if not isinstance(e, Index)))
+        for index in (e for e in elements if isinstance(e, Index)):
+            op.create_index(index.name, name, index.columns, unique=index.unique)
+
+    return create
+
+
 def upgrade() -> None:
+    create = _unless_present(sa.inspect(op.get_bind()).get_table_names())
     # -- billing ---------------------------------------------------------------------------------------
-    op.create_table(
+    create(
         "billing_accounts",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
@@ -45,7 +73,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("stripe_customer_id"),
     )
-    op.create_table(
+    create(
         "api_keys",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("account_id", sa.String(32), nullable=False),
@@ -60,10 +88,10 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["billing_accounts.id"]),
         sa.PrimaryKeyConstraint("id"),
+        Index("ix_api_keys_account_id", ["account_id"]),
+        Index("ix_api_keys_secret_hash", ["secret_hash"], unique=True),
     )
-    op.create_index("ix_api_keys_account_id", "api_keys", ["account_id"])
-    op.create_index("ix_api_keys_secret_hash", "api_keys", ["secret_hash"], unique=True)
-    op.create_table(
+    create(
         "billing_ledger",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("account_id", sa.String(32), nullable=False),
@@ -84,10 +112,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["account_id"], ["billing_accounts.id"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("reference"),
+        Index("ix_billing_ledger_account_created", ["account_id", "created"]),
+        Index("ix_billing_ledger_status", ["status"]),
     )
-    op.create_index("ix_billing_ledger_account_created", "billing_ledger", ["account_id", "created"])
-    op.create_index("ix_billing_ledger_status", "billing_ledger", ["status"])
-    op.create_table(
+    create(
         "billing_usage_outbox",
         sa.Column("ledger_id", sa.String(32), nullable=False),
         sa.Column("account_id", sa.String(32), nullable=False),
@@ -101,10 +129,10 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["ledger_id"], ["billing_ledger.id"]),
         sa.PrimaryKeyConstraint("ledger_id"),
+        Index("ix_billing_usage_outbox_next_attempt", ["next_attempt"]),
+        Index("ix_billing_usage_outbox_reported", ["reported"]),
     )
-    op.create_index("ix_billing_usage_outbox_next_attempt", "billing_usage_outbox", ["next_attempt"])
-    op.create_index("ix_billing_usage_outbox_reported", "billing_usage_outbox", ["reported"])
-    op.create_table(
+    create(
         "billing_idempotency",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("scope", sa.String(64), nullable=False),
@@ -119,9 +147,9 @@ def upgrade() -> None:
         sa.Column("expires", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("scope", "key", name="uq_billing_idempotency_scope_key"),
+        Index("ix_billing_idempotency_expires", ["expires"]),
     )
-    op.create_index("ix_billing_idempotency_expires", "billing_idempotency", ["expires"])
-    op.create_table(
+    create(
         "billing_stripe_events",
         sa.Column("id", sa.String(255), nullable=False),
         sa.Column("type", sa.String(128), nullable=False),
@@ -131,7 +159,7 @@ def upgrade() -> None:
     )
 
     # -- sync: pairings and the hub --------------------------------------------------------------------
-    op.create_table(
+    create(
         "sync_pairings",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -141,10 +169,10 @@ def upgrade() -> None:
         sa.Column("ended_at", UTCDateTime(), nullable=True),
         sa.Column("end_reason", sa.String(32), nullable=True),
         sa.PrimaryKeyConstraint("id"),
+        Index("ix_sync_pairings_expires_at", ["expires_at"]),
+        Index("ix_sync_pairings_state", ["state"]),
     )
-    op.create_index("ix_sync_pairings_expires_at", "sync_pairings", ["expires_at"])
-    op.create_index("ix_sync_pairings_state", "sync_pairings", ["state"])
-    op.create_table(
+    create(
         "sync_pairing_codes",
         sa.Column("code_hash", sa.String(64), nullable=False),
         sa.Column("pairing_id", sa.String(32), nullable=False),
@@ -153,10 +181,10 @@ def upgrade() -> None:
         sa.Column("used_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["pairing_id"], ["sync_pairings.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("code_hash"),
+        Index("ix_sync_pairing_codes_expires_at", ["expires_at"]),
+        Index("ix_sync_pairing_codes_pairing_id", ["pairing_id"]),
     )
-    op.create_index("ix_sync_pairing_codes_expires_at", "sync_pairing_codes", ["expires_at"])
-    op.create_index("ix_sync_pairing_codes_pairing_id", "sync_pairing_codes", ["pairing_id"])
-    op.create_table(
+    create(
         "sync_devices",
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("pairing_id", sa.String(32), nullable=False),
@@ -166,19 +194,19 @@ def upgrade() -> None:
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["pairing_id"], ["sync_pairings.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        Index("ix_sync_devices_pairing_id", ["pairing_id"]),
+        Index("ix_sync_devices_token_hash", ["token_hash"], unique=True),
     )
-    op.create_index("ix_sync_devices_pairing_id", "sync_devices", ["pairing_id"])
-    op.create_index("ix_sync_devices_token_hash", "sync_devices", ["token_hash"], unique=True)
-    op.create_table(
+    create(
         "sync_streams",
         sa.Column("pairing_id", sa.String(32), nullable=False),
         sa.Column("last_id", sa.Integer(), nullable=False),
         sa.Column("trimmed_through", sa.Integer(), nullable=False),
         sa.Column("forget_at", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("pairing_id"),
+        Index("ix_sync_streams_forget_at", ["forget_at"]),
     )
-    op.create_index("ix_sync_streams_forget_at", "sync_streams", ["forget_at"])
-    op.create_table(
+    create(
         "sync_messages",
         sa.Column("pairing_id", sa.String(32), nullable=False),
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -186,9 +214,9 @@ def upgrade() -> None:
         sa.Column("data", sa.Text(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("pairing_id", "id"),
+        Index("ix_sync_messages_created_at", ["created_at"]),
     )
-    op.create_index("ix_sync_messages_created_at", "sync_messages", ["created_at"])
-    op.create_table(
+    create(
         "sync_cursors",
         sa.Column("pairing_id", sa.String(32), nullable=False),
         sa.Column("device_id", sa.String(32), nullable=False),
@@ -197,7 +225,7 @@ def upgrade() -> None:
     )
 
     # -- sync: assets, screens, capture keys -----------------------------------------------------------
-    op.create_table(
+    create(
         "assets",
         sa.Column("id", sa.String(64), nullable=False),
         sa.Column("pairing_id", sa.String(64), nullable=False),
@@ -213,10 +241,10 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        Index("ix_assets_expires_at", ["expires_at"]),
+        Index("ix_assets_pairing_id", ["pairing_id"]),
     )
-    op.create_index("ix_assets_expires_at", "assets", ["expires_at"])
-    op.create_index("ix_assets_pairing_id", "assets", ["pairing_id"])
-    op.create_table(
+    create(
         "screens",
         sa.Column("pairing_id", sa.String(64), nullable=False),
         sa.Column("version", sa.String(32), nullable=False),
@@ -227,9 +255,9 @@ def upgrade() -> None:
         sa.Column("fiducials", sa.Boolean(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("pairing_id"),
+        Index("ix_screens_updated_at", ["updated_at"]),
     )
-    op.create_index("ix_screens_updated_at", "screens", ["updated_at"])
-    op.create_table(
+    create(
         "sync_capture_keys",
         sa.Column("pairing_id", sa.String(32), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
@@ -239,8 +267,8 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("pairing_id", "key"),
+        Index("ix_sync_capture_keys_expires_at", ["expires_at"]),
     )
-    op.create_index("ix_sync_capture_keys_expires_at", "sync_capture_keys", ["expires_at"])
 
 
 def downgrade() -> None:
