@@ -14,16 +14,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 bucket = urlsplit(os.environ["ARCLIP_STORAGE_URL"]).netloc
 s3 = boto3.client("s3")
+
+
+def missing(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("404", "NoSuchBucket", "NotFound")
+
+
 for attempt in range(30):  # S3 answers before its filer and volume servers are ready
     try:
         try:
-            s3.create_bucket(Bucket=bucket)
-            print(f"created bucket {bucket}")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+            s3.head_bucket(Bucket=bucket)
             print(f"bucket {bucket} exists")
-        s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if not missing(exc):
+                raise
+            s3.create_bucket(Bucket=bucket)
+            s3.head_bucket(Bucket=bucket)
+            print(f"created bucket {bucket}")
         sys.exit(0)
     except (ClientError, BotoCoreError) as exc:
         error = exc

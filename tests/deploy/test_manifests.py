@@ -474,3 +474,25 @@ def test_secrets_script_writes_matching_keys_once(secret_files: Path) -> None:
     again = subprocess.run(["sh", str(DEPLOY / "secrets.sh"), str(secret_files)], capture_output=True, text=True, timeout=30)
     assert again.returncode == 0
     assert {path.name: path.read_text() for path in secret_files.iterdir()} == before
+
+
+def test_create_bucket_uses_the_shared_credentials_file_and_is_rerunnable(secret_files: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        clean = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "ARCLIP_"))}
+        env = {  # as compose's create-bucket service runs it
+            **clean, "ARCLIP_STORAGE_URL": "s3://arclip-assets/assets", "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_SHARED_CREDENTIALS_FILE": str(secret_files / "s3_credentials"), "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        script = str(DEPLOY / "create_bucket.py")
+        first = subprocess.run(["python", script], env=env, capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == "created bucket arclip-assets"
+        again = subprocess.run(["python", script], env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and again.stdout.strip() == "bucket arclip-assets exists"
+    finally:
+        server.stop()
