@@ -27,6 +27,8 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # already said (``_fail``) or click's own usage errors: exit as they are
         except Exception as exc:
             known = _user_error(exc)
             if known is None:
