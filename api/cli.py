@@ -185,6 +185,12 @@ def clip(
     bg_color: Annotated[
         Optional[str], typer.Option("--bg-color", metavar="HEX", help="Background colour (#rgb, #rrggbb, #rrggbbaa).")
     ] = None,
+    quality: Annotated[
+        str,
+        typer.Option("--quality", metavar="fast|balanced|best",
+                     help="Model runs per image: fast one; balanced the configured extra views "
+                     "(ARCLIP_EXTRA_PASSES); best every view."),
+    ] = "balanced",
     model: Annotated[
         Optional[str], typer.Option("--model", metavar="NAME|PATH", help="Registry name or path to an .onnx file.")
     ] = None,
@@ -203,7 +209,8 @@ def clip(
             model=model,
             recursive=recursive,
             options=dict(
-                format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color
+                format=format, channels=channels, crop=crop, crop_margin=crop_margin, size=size, bg_color=bg_color,
+                quality=quality,
             ),
         )
     )
