@@ -99,6 +99,7 @@ def engine_config(settings: Settings, model: SegmentationModel) -> EngineConfig:
         max_batch=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000.0,
         extra_passes=choose_passes(settings.extra_passes, model.provider, model.any_size),
+        load_aware_passes=settings.load_aware_passes,
     )
 
 

@@ -203,7 +203,8 @@ def clip(
 
     failures = asyncio.run(
         clip_files(
-            Settings(),
+            # Offline there is no load to shed: every image gets the views its quality asks for.
+            Settings().model_copy(update={"load_aware_passes": False}),
             inputs,
             output,
             model=model,

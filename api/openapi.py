@@ -149,6 +149,8 @@ CLIP_HEADERS = {
     "X-Foreground-Top": _header("The object's box in the output: top edge.", {"type": "integer"}),
     "X-Foreground-Width": _header("The object's box in the output: width (0: nothing found).", {"type": "integer"}),
     "X-Foreground-Height": _header("The object's box in the output: height.", {"type": "integer"}),
+    "X-Clip-Passes": _header("The model passes that ran, comma-separated: base, then flip, aspect, zoom as they did "
+                             "(quality=balanced adds views only while the server has idle capacity)."),
     "Idempotent-Replayed": _header("\"true\" when this is the stored answer to an earlier request with the key."),
     **RATE_LIMIT_HEADERS,
 }

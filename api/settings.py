@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     inference_start_timeout_s: float = Field(
         default=30.0, ge=0, description="how long start-up waits for the server's model to be ready"
     )
+    # Appended for issue 11 (segmentation.EngineConfig.load_aware_passes).
+    load_aware_passes: bool = Field(
+        default=True,
+        description="quality=balanced runs its extra views only while the engine has a free place (under load: "
+        "the base view; the X-Clip-Passes header says what ran); false: always. `arclip clip` always runs them",
+    )
 
     @field_validator("extra_passes")
     @classmethod

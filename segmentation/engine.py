@@ -11,6 +11,9 @@ runs on the mirrored input ("flip"), on the photo at its own aspect ratio ("aspe
 either only when the first map is unsure ("-uncertain"), and/or on the crop around the
 first pass's object ("zoom"), and the maps are merged before refinement. A request's
 ``quality`` picks among them: "fast" none, "balanced" the configured ones, "best" every one.
+"balanced" runs its extra views only while the engine has idle capacity
+(``load_aware_passes``): under load it sheds views, not throughput. Each result says
+which passes ran (``passes``: "base", then "flip", "aspect", "zoom").
 
 The full-size decode runs while the model works, so a 12 MP photo costs little
 more than its inference. Where the CPU goes for a 12 MP JPEG (2 cores, ~0.42 CPU s
@@ -32,7 +35,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -83,6 +86,10 @@ class EngineConfig:
     # on a CPU each run costs about as much as the rest of the pipeline together.
     extra_passes: tuple[Pass, ...] = ()
     zoom: ZoomParams = field(default_factory=ZoomParams)
+    # "balanced" runs its extra views only while the engine has idle capacity (``idle``):
+    # under load a request gets the base view instead of slowing every other one down.
+    # Off: every request gets the views its quality asks for (offline, deterministic).
+    load_aware_passes: bool = False
     # glibc only: keep freed big arrays in one heap for reuse instead of
     # unmapping them (see ``tune_malloc``). Process-wide; off for embedders
     # who manage their own allocator.
@@ -97,6 +104,7 @@ class ClipResult:
     height: int
     foreground: Box  # in the output image's pixels
     source: ImageInfo
+    passes: tuple[str, ...] = ("base",)  # the model passes that ran: "base", then "flip", "aspect", "zoom"
 
 
 @dataclass
@@ -107,6 +115,7 @@ class Cutout:
     alpha: np.ndarray  # full output-size alpha, before cropping
     foreground: Box
     source: ImageInfo
+    passes: tuple[str, ...] = ("base",)
 
 
 class ClipEngine:
@@ -127,6 +136,7 @@ class ClipEngine:
         self._pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="arclip-cpu")
         self._slots = asyncio.Semaphore(self.config.concurrency)
         self._admitted = 0
+        self._requests = 0  # in ``cut``/``clip`` now: running or waiting for a slot
         self._seconds_per_image = 1.0  # running estimate, for Retry-After
         # The passes each ``quality`` runs (same price): "balanced" is the configured set,
         # "fast" none, "best" each pass on every image (a square-only model skips "aspect" itself).
@@ -145,6 +155,14 @@ class ClipEngine:
     @property
     def queued(self) -> int:
         return self._admitted
+
+    def idle(self) -> bool:
+        """Whether a request may spend more model runs: nothing waits for a place and one is free.
+
+        Counts the admitted requests (whose uploads may still be arriving) as well as
+        those already inside; an engine of one slot is idle while it holds one request.
+        """
+        return max(self._admitted, self._requests) <= max(1, self.config.concurrency - 1)
 
     @contextlib.asynccontextmanager
     async def admission(self) -> AsyncIterator[None]:
@@ -174,11 +192,15 @@ class ClipEngine:
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         """One of ``concurrency`` places in the CPU pipeline; also times it for Retry-After."""
-        async with self._slots:
-            started = time.perf_counter()
-            yield
-            elapsed = time.perf_counter() - started
-            self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed
+        self._requests += 1
+        try:
+            async with self._slots:
+                started = time.perf_counter()
+                yield
+                elapsed = time.perf_counter() - started
+                self._seconds_per_image = 0.8 * self._seconds_per_image + 0.2 * elapsed
+        finally:
+            self._requests -= 1
 
     async def cut(self, data: bytes, options: ClipOptions) -> Cutout:
         async with self._slot():
@@ -198,6 +220,7 @@ class ClipEngine:
             height=height,
             foreground=cutout.foreground,
             source=cutout.source,
+            passes=cutout.passes,
         )
 
     async def _cut(self, data: bytes, options: ClipOptions) -> Cutout:
@@ -208,7 +231,10 @@ class ClipEngine:
         work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
         tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
         views = self._views[options.quality]
-        saliency_task = asyncio.ensure_future(self._saliency(work.rgb, tensor, views))
+        # "balanced" asks again before each extra run whether the engine has room for it.
+        may_add = self.idle if self.config.load_aware_passes and options.quality == "balanced" else _always
+        ran = {"base"}
+        saliency_task = asyncio.ensure_future(self._saliency(work.rgb, tensor, views, may_add, ran))
         try:
             if full is None:
                 # Short, and overlapping this request's own inference: not a
@@ -217,19 +243,30 @@ class ClipEngine:
             saliency = await saliency_task
         finally:
             saliency_task.cancel()
-        if "zoom" in self._passes[options.quality]:
-            saliency = await self._zoom(saliency, work.rgb, views)
-        return await self._cpu(self._finish, saliency, work, full, options, info)
+        if "zoom" in self._passes[options.quality] and may_add():
+            saliency = await self._zoom(saliency, work.rgb, views, may_add, ran)
+        cutout = await self._cpu(self._finish, saliency, work, full, options, info)
+        cutout.passes = tuple(p for p in ("base", "flip", "aspect", "zoom") if p in ran)
+        return cutout
 
     async def _saliency(
-        self, rgb: np.ndarray, tensor: np.ndarray, views: tuple[list[View], list[View]]
+        self,
+        rgb: np.ndarray,
+        tensor: np.ndarray,
+        views: tuple[list[View], list[View]],
+        may_add: Callable[[], bool] = lambda: True,
+        ran: set[str] | None = None,
     ) -> np.ndarray:
         """The model's map of ``rgb`` (``tensor`` its square input), with the extra views merged in.
 
         The views of "flip"/"aspect" run with the first one; those of the -uncertain
         passes follow only when the first map is unsure of itself (``passes.is_unsure``).
+        Either runs only when ``may_add()`` says so; ``ran`` collects the passes that did.
         """
         now, later = views
+        ran = set() if ran is None else ran
+        if now and not may_add():
+            now, later = [], []
         wide: asyncio.Future[np.ndarray | None] | None = None
 
         def wide_input() -> asyncio.Future[np.ndarray | None]:
@@ -243,12 +280,13 @@ class ClipEngine:
             seen = await wide_input() if view.aspect else tensor
             if seen is None:
                 return None
+            ran.add("aspect" if view.aspect else "flip")
             if not view.mirrored:
                 return await self.batcher.infer(seen)
             return (await self.batcher.infer(flipped_input(seen)))[..., ::-1]
 
         plain, *extra = await asyncio.gather(self.batcher.infer(tensor), *(infer(view) for view in now))
-        if later and is_unsure(plain):
+        if later and is_unsure(plain) and may_add():
             extra += await asyncio.gather(*(infer(view) for view in later))
         return merge_views([plain, *(m for m in extra if m is not None)])
 
@@ -261,16 +299,22 @@ class ClipEngine:
         return await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
 
     async def _zoom(
-        self, saliency: np.ndarray, work_rgb: np.ndarray, views: tuple[list[View], list[View]]
+        self,
+        saliency: np.ndarray,
+        work_rgb: np.ndarray,
+        views: tuple[list[View], list[View]],
+        may_add: Callable[[], bool],
+        ran: set[str],
     ) -> np.ndarray:
         """The "zoom" pass: the model again on the crop around the object, merged in."""
         work_size = (work_rgb.shape[1], work_rgb.shape[0])
         window = zoom_window(saliency, work_size, self.config.zoom)
         if window is None:
             return saliency
+        ran.add("zoom")
         cropped = crop(work_rgb, window)
         tensor = await self._cpu(to_model_input, cropped, self.model.preset)
-        zoomed = await self._saliency(cropped, tensor, views)
+        zoomed = await self._saliency(cropped, tensor, views, may_add, ran)
         return zoom_merge(saliency, zoomed, window, work_size, self.model.preset.input_size, self.config.zoom)
 
     async def _decode(
@@ -306,6 +350,10 @@ class ClipEngine:
             box = Box(box.left - window.left, box.top - window.top, box.width, box.height) if box.width else box
         pixels = compose(rgb, cropped_alpha, options)
         return Cutout(pixels=pixels, alpha=alpha, foreground=box, source=info)
+
+
+def _always() -> bool:
+    return True
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8

@@ -99,6 +99,7 @@ def clip_headers(result: ClipResult, charge: Charge) -> dict[str, str]:
         "X-Foreground-Top": str(box.top),
         "X-Foreground-Width": str(box.width),
         "X-Foreground-Height": str(box.height),
+        "X-Clip-Passes": ",".join(result.passes),
     }
 
 

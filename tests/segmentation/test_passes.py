@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
@@ -353,3 +354,83 @@ def test_engine_aspect_view_of_a_panorama_is_capped_at_two_to_one() -> None:
     model = _cut_with(_recording(shapes), ("flip", "aspect"), data)
     assert sum(model.batches) == 4
     assert sorted(shapes) == [(3, 320, 320)] * 2 + [(3, 320, 640)] * 2
+
+
+# --- load-aware passes ----------------------------------------------------------------
+
+
+def _engine(model: FunctionModel, passes: tuple[str, ...], load_aware: bool = True) -> ClipEngine:
+    return ClipEngine(
+        model, EngineConfig(concurrency=2, extra_passes=passes, load_aware_passes=load_aware, tune_malloc=False)  # type: ignore[arg-type]
+    )
+
+
+def _clip_while(others: int, quality: str, load_aware: bool = True) -> tuple[tuple[str, ...], int]:
+    """Which passes a request ran, and how many model runs, with ``others`` more requests admitted.
+
+    The request itself holds a place too, as the route's does; every map is unsure.
+    """
+    model = FunctionModel(PRESET, _uncertain_redness, max_batch=1)
+    engine = _engine(model, ("flip-uncertain", "aspect-uncertain"), load_aware)
+
+    async def go() -> tuple[str, ...]:
+        await engine.start()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(others + 1):
+                    await stack.enter_async_context(engine.admission())
+                result = await engine.clip(encode_image(photo(320, 240), "PNG"), ClipOptions(quality=quality))  # type: ignore[arg-type]
+            return result.passes
+        finally:
+            await engine.close()
+
+    return asyncio.run(go()), sum(model.batches)
+
+
+def test_an_idle_engine_runs_balanceds_extra_views() -> None:
+    assert _clip_while(0, "balanced") == (("base", "flip", "aspect"), 4)
+
+
+def test_a_busy_engine_runs_only_the_base_view_for_balanced() -> None:
+    # Two requests in a two-place engine: no place is free for more runs.
+    assert _clip_while(1, "balanced") == (("base",), 1)
+    assert _clip_while(5, "balanced") == (("base",), 1)
+
+
+def test_best_and_a_load_blind_engine_run_every_view_however_busy() -> None:
+    # Four views, then the square one and its mirror on the (square) crop around the disk.
+    assert _clip_while(5, "best") == (("base", "flip", "aspect", "zoom"), 6)
+    assert _clip_while(5, "balanced", load_aware=False) == (("base", "flip", "aspect"), 4)
+    assert _clip_while(0, "fast") == (("base",), 1)
+
+
+def test_a_crisp_map_reports_the_base_view_only() -> None:
+    model = FunctionModel(PRESET, _redness, max_batch=1)
+    engine = _engine(model, ("flip-uncertain", "aspect-uncertain"))
+
+    async def go() -> tuple[str, ...]:
+        await engine.start()
+        try:
+            return (await engine.clip(encode_image(photo(320, 240), "PNG"), ClipOptions())).passes
+        finally:
+            await engine.close()
+
+    assert asyncio.run(go()) == ("base",) and model.batches == [1]
+
+
+def test_idle_counts_waiting_requests_and_admitted_uploads() -> None:
+    engine = _engine(FunctionModel(PRESET, _redness, max_batch=1), ())
+
+    async def go() -> list[bool]:
+        seen = [engine.idle()]
+        async with engine.admission():
+            seen.append(engine.idle())
+            async with engine.admission():
+                seen.append(engine.idle())
+        seen.append(engine.idle())
+        return seen
+
+    try:
+        assert asyncio.run(go()) == [True, True, False, True]
+    finally:
+        engine._pool.shutdown()
