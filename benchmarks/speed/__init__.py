@@ -5,9 +5,14 @@
     python -m benchmarks.speed --profile        # in-process stage timings of our pipeline (no HTTP)
 
 Images: deterministic 12 MP phone-like JPEGs (4032x3024, every third an
-iPhone-style portrait with EXIF orientation 6), composited from Debian's
-``mate-backgrounds`` photographs (procedural textures without them), written
-to ``.bench/speed/`` (git-ignored) and reused while the recipe is unchanged.
+iPhone-style portrait with EXIF orientation 6), written to ``.bench/speed/``
+(git-ignored) and reused while the recipe is unchanged. Three sets by default
+(``unsure.py``): composites like ``benchmarks/quality``'s, sorted by the server's
+own engine into "unsure" (every photo gets the CPU default's extra views: the
+worst case) and "sure" (none does), and "mix" (the quality set's share, 26 %,
+unsure). Each runs with every ``quality=`` (fast, balanced, best); rembg once per
+set; ratios pair both on the same photos in the same run. ``--sets blobs``: the
+earlier procedural photos (``images.py``).
 
 Servers: ``arclip serve`` with a temporary ``ARCLIP_DATA_DIR`` and a key from
 ``arclip keys create``; ``rembg s --no-ui`` from its own virtual environment

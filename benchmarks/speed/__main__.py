@@ -35,6 +35,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=_ints, default=[1, 4], help="comma list (default 1,4)")
     parser.add_argument("--servers", type=_names, default=["ours", "rembg"], help="comma list of ours,rembg")
+    parser.add_argument(
+        "--sets", type=_names, default=["unsure", "sure", "mix"],
+        help="photo sets (default unsure,sure,mix: every photo, none, or the quality set's share gets the "
+        "CPU default's extra views; blobs: the earlier procedural photos)",
+    )
+    parser.add_argument(
+        "--qualities", type=_names, default=["fast", "balanced", "best"], help="our quality= settings to run"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison, alternating order, pooled")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured requests after each start (default 2)")
     parser.add_argument("--soak", type=int, default=0, help="memory soak: this many requests instead of the comparison")

@@ -56,6 +56,7 @@ class Reply:
     body: bytes
     started: float
     length: int = 0  # full body size (``body`` keeps only the head after the callback)
+    passes: str = ""  # our X-Clip-Passes: the model passes that ran
 
 
 def png_header(data: bytes) -> tuple[int, int, int] | None:
@@ -109,7 +110,10 @@ def run_load(
                     conn.request("POST", target.path, body=body.data, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
-                reply = Reply(index, response.status, time.perf_counter() - started, data, started, len(data))
+                reply = Reply(
+                    index, response.status, time.perf_counter() - started, data, started, len(data),
+                    response.getheader("X-Clip-Passes", ""),
+                )
                 if on_reply is not None:
                     on_reply(reply)
                 reply.body = data[:33] if response.status == 200 else data[:2000]

@@ -17,15 +17,17 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from . import procs
-from .images import ensure_images, plan
+from .images import ensure_images
 from .load import Body, Reply, Target, multipart, png_header, run_load
+from .unsure import QUALITY_SET_UNSURE_SHARE, ensure_sets
 
 U2NETP_MD5 = "8e83ca70e441ab06c318d82300c84806"  # what rembg's downloader checks
 REMBG_REQUIREMENTS = ("rembg[cli]", "onnxruntime==1.25.1")
@@ -101,7 +103,11 @@ BENCH_CREDITS = "1000000"
 
 def start_ours(port: int, logs: Path, env_extra: dict[str, str]) -> Running:
     data_dir = Path(tempfile.mkdtemp(prefix="arclip-bench-"))
-    env = {**os.environ, "ARCLIP_PLANS": json.dumps(BENCH_PLAN), **env_extra, "ARCLIP_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ, "ARCLIP_PLANS": json.dumps(BENCH_PLAN), **env_extra, "ARCLIP_DATA_DIR": str(data_dir),
+        # The int8 graph is built once for every start (and the image sets' sorting), not per server.
+        "ARCLIP_MODEL_CACHE_DIR": os.environ.get("ARCLIP_MODEL_CACHE_DIR", str(Path(".bench/speed/model-cache").resolve())),
+    }
     created = subprocess.run(
         [*_arclip_command(), "keys", "create", "--name", "speed-benchmark", "--plan", BENCH_PLAN_NAME,
          "--credits", BENCH_CREDITS],
@@ -152,6 +158,8 @@ def percentile(values: list[float], q: float) -> float:
 class Phase:
     server: str
     concurrency: int
+    set: str = "blobs"
+    quality: str = "-"  # ours: the request's quality=; rembg has none
     latencies: list[float] = field(default_factory=list)
     out_bytes: list[int] = field(default_factory=list)
     wall: float = 0.0
@@ -160,6 +168,7 @@ class Phase:
     other_cpu: float = 0.0
     peak_rss: int = 0
     failures: int = 0
+    passes: Counter[str] = field(default_factory=Counter)  # our X-Clip-Passes values
 
     @property
     def count(self) -> int:
@@ -175,11 +184,14 @@ class Phase:
         self.other_cpu += other.other_cpu
         self.peak_rss = max(self.peak_rss, other.peak_rss)
         self.failures += other.failures
+        self.passes.update(other.passes)
 
     def summary(self) -> dict[str, float | int | str]:
         n = max(self.count, 1)
         return {
             "server": self.server,
+            "set": self.set,
+            "quality": self.quality,
             "concurrency": self.concurrency,
             "requests": self.count,
             "failures": self.failures,
@@ -191,18 +203,26 @@ class Phase:
             "client_cpu_s_per_image": self.client_cpu / n,
             "other_load_cores": self.other_cpu / self.wall if self.wall else float("nan"),
             "peak_rss_mb": self.peak_rss / MB,
+            "extra_views_share": self.extra_views_share,
+            "passes": dict(self.passes),
         }
+
+    @property
+    def extra_views_share(self) -> float:
+        """The share of our replies that ran more than the base view (NaN for rembg)."""
+        total = sum(self.passes.values())
+        return sum(n for p, n in self.passes.items() if p not in ("", "base")) / total if total else float("nan")
 
 
 def measure(
-    running: Running, bodies: list[Body], expected: list[tuple[int, int]], requests: int, concurrency: int,
-    phase: Phase,
+    running: Running, target: Target, bodies: list[Body], expected: list[tuple[int, int]], requests: int,
+    concurrency: int, phase: Phase,
 ) -> None:
     server = running.server
     tree = server.tree()
     cpu0, busy0, client0 = procs.cpu_seconds(tree), procs.machine_busy_seconds(), time.process_time()
     with procs.RssSampler(server.pid) as sampler:
-        replies, wall = run_load(running.target, bodies, requests, concurrency)
+        replies, wall = run_load(target, bodies, requests, concurrency)
     tree = server.tree()
     server_cpu = procs.cpu_seconds(tree) - cpu0
     client_cpu = time.process_time() - client0
@@ -221,9 +241,11 @@ def measure(
             continue
         phase.latencies.append(reply.seconds)
         phase.out_bytes.append(reply.length)
+        if reply.passes:
+            phase.passes[reply.passes] += 1
 
 
-def verify_outputs(running: Running, bodies: list[Body], expected: list[tuple[int, int]]) -> list[str]:
+def verify_outputs(running: Running, target: Target, bodies: list[Body], expected: list[tuple[int, int]]) -> list[str]:
     """Decode one full reply per image: a valid RGBA PNG of the displayed size, colour zeroed where transparent."""
     problems: list[str] = []
     kept: dict[int, bytes] = {}
@@ -231,7 +253,7 @@ def verify_outputs(running: Running, bodies: list[Body], expected: list[tuple[in
     def keep(reply: Reply) -> None:
         kept[reply.index] = reply.body
 
-    run_load(running.target, bodies, len(bodies), 1, on_reply=keep)
+    run_load(target, bodies, len(bodies), 1, on_reply=keep)
     for index, size in enumerate(expected):
         data = kept.get(index)
         if data is None:
@@ -282,100 +304,134 @@ def _loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
+def image_sets(args) -> dict[str, list[Path]]:  # type: ignore[no-untyped-def]
+    """The photos of each ``--sets`` name: "unsure"/"sure"/"mix" (``unsure.py``), "blobs" (``images.py``)."""
+    sets: dict[str, list[Path]] = {}
+    if {"unsure", "sure", "mix"} & set(args.sets):
+        sorted_sets = ensure_sets(args.out, args.images, args.width, args.height)
+        sets.update({name: sorted_sets[name] for name in ("unsure", "sure", "mix") if name in args.sets})
+    if "blobs" in args.sets:
+        sets["blobs"] = ensure_images(args.out, f"jpeg_{args.width}x{args.height}", args.images, args.width, args.height)
+    unknown = set(args.sets) - {"unsure", "sure", "mix", "blobs"}
+    if unknown:
+        raise SystemExit(f"unknown image set(s) {sorted(unknown)} (unsure, sure, mix, blobs)")
+    return {name: sets[name] for name in args.sets}
+
+
 def compare(args) -> dict:  # type: ignore[no-untyped-def]
     out: Path = args.out
     logs = out / "logs"
-    paths = ensure_images(out, f"jpeg_{args.width}x{args.height}", args.images, args.width, args.height)
-    expected = _expected_sizes(paths)
-    rotated = sum(1 for s in plan(args.images, args.width, args.height, 7) if s.orientation != 1)
-    sizes = [p.stat().st_size for p in paths]
-    print(
-        f"images: {len(paths)} phone-like JPEGs {args.width}x{args.height} ({rotated} stored rotated, EXIF orientation 6), "
-        f"{statistics.mean(sizes) / MB:.2f} MB mean, in {paths[0].parent}",
-        flush=True,
-    )
+    sets = image_sets(args)
+    expected = {name: _expected_sizes(paths) for name, paths in sets.items()}
+    for name, paths in sets.items():
+        sizes = [p.stat().st_size for p in paths]
+        print(
+            f"set {name}: {len(paths)} phone-like JPEGs {args.width}x{args.height} "
+            f"({sum(1 for w, h in expected[name] if h > w)} portraits stored rotated, EXIF orientation 6), "
+            f"{statistics.mean(sizes) / MB:.2f} MB mean, in {paths[0].parent}",
+            flush=True,
+        )
     print(f"machine: {os.cpu_count()} CPUs, load average {_loadavg()}", flush=True)
     print(f"ours : {venv_versions(sys.executable)}", flush=True)
     if "rembg" in args.servers:
         ensure_rembg_venv(args.rembg_venv)
         print(f"rembg: {venv_versions(str(args.rembg_venv / 'bin' / 'python'))}", flush=True)
 
-    phases: dict[tuple[str, int], Phase] = {}
+    phases: dict[tuple[str, str, str, int], Phase] = {}
     problems: dict[str, list[str]] = {}
     idle_rss: dict[str, float] = {}
+    loads: list[str] = []
     for round_no in range(args.rounds):
         order = list(args.servers) if round_no % 2 == 0 else list(reversed(args.servers))
         for name in order:
             print(f"[round {round_no + 1}/{args.rounds}] starting {name} ...", flush=True)
             running = _start(name, args, logs)
             try:
-                bodies = _bodies(running.target, paths)
-                # Warm-up: model load, first-run allocations; not measured.
-                run_load(running.target, bodies, max(args.warmup, 0), 1)
-                idle_rss[name] = max(idle_rss.get(name, 0.0), procs.rss_bytes(running.server.tree()) / MB)
-                for concurrency in args.concurrency:
-                    pooled = phases.setdefault((name, concurrency), Phase(name, concurrency))
-                    requests = args.requests if concurrency == 1 else max(args.requests, args.requests_concurrent)
-                    print(f"  {name} c={concurrency}: {requests} requests (load average {_loadavg()}) ...", flush=True)
-                    this_round = Phase(name, concurrency)
-                    measure(running, bodies, expected, requests, concurrency, this_round)
-                    pooled.merge(this_round)
-                    s = this_round.summary()
-                    print(
-                        f"    this round: median {s['median_s']:.3f} s, {s['images_per_s']:.2f} img/s, "
-                        f"server CPU {s['server_cpu_s_per_image']:.2f} s/img, other load {s['other_load_cores']:.2f} cores",
-                        flush=True,
-                    )
-                if round_no == 0:
-                    problems[name] = verify_outputs(running, bodies, expected)
+                # rembg has no quality setting: one run per set.
+                qualities = args.qualities if name == "ours" else ["-"]
+                for set_name, paths in sets.items():
+                    for quality in qualities:
+                        target = running.target
+                        if quality != "-":
+                            target = replace(target, fields={**target.fields, "quality": quality})
+                        bodies = _bodies(target, paths)
+                        # Warm-up: model load, first-run allocations; not measured.
+                        run_load(target, bodies, max(args.warmup, 0), 1)
+                        idle_rss[name] = max(idle_rss.get(name, 0.0), procs.rss_bytes(running.server.tree()) / MB)
+                        for concurrency in args.concurrency:
+                            key = (name, set_name, quality, concurrency)
+                            pooled = phases.setdefault(key, Phase(name, concurrency, set_name, quality))
+                            requests = args.requests if concurrency == 1 else max(args.requests, args.requests_concurrent)
+                            loads.append(_loadavg())
+                            print(
+                                f"  {name} {set_name} quality={quality} c={concurrency}: {requests} requests "
+                                f"(load average {loads[-1]}) ...", flush=True,
+                            )
+                            this_round = Phase(name, concurrency, set_name, quality)
+                            measure(running, target, bodies, expected[set_name], requests, concurrency, this_round)
+                            pooled.merge(this_round)
+                            s = this_round.summary()
+                            print(
+                                f"    this round: median {s['median_s']:.3f} s, {s['images_per_s']:.2f} img/s, "
+                                f"server CPU {s['server_cpu_s_per_image']:.2f} s/img, other load "
+                                f"{s['other_load_cores']:.2f} cores, passes {dict(this_round.passes) or '-'}",
+                                flush=True,
+                            )
+                        if round_no == 0 and quality in ("-", "balanced"):
+                            problems[f"{name} {set_name}"] = verify_outputs(running, target, bodies, expected[set_name])
                 running_hwm = procs.hwm_bytes(running.server.pid) / MB
                 print(f"  {name}: VmHWM {running_hwm:.0f} MB", flush=True)
             finally:
                 running.stop()
 
     results = {
-        "images": {"count": len(paths), "size": [args.width, args.height], "rotated": rotated, "mean_mb": statistics.mean(sizes) / MB},
+        "images": {"sets": {name: [p.name for p in paths] for name, paths in sets.items()},
+                   "size": [args.width, args.height], "count": args.images},
         "phases": [phase.summary() for phase in phases.values()],
         "idle_rss_mb": idle_rss,
         "problems": problems,
+        "load_averages": loads,
     }
     print_table(results, phases, args)
     return results
 
 
-def print_table(results: dict, phases: dict[tuple[str, int], Phase], args) -> None:  # type: ignore[no-untyped-def]
+def print_table(results: dict, phases: dict[tuple[str, str, str, int], Phase], args) -> None:  # type: ignore[no-untyped-def]
     images = results["images"]
+    loads = results.get("load_averages") or ["?"]
     print()
     print(
-        f"Speed: {images['count']} JPEGs {images['size'][0]}x{images['size'][1]} ({images['rotated']} EXIF-rotated, "
-        f"{images['mean_mb']:.2f} MB mean) -> full-size RGBA PNG, over HTTP on loopback, {os.cpu_count()} CPUs"
+        f"Speed: {images['count']} JPEGs {images['size'][0]}x{images['size'][1]} per set -> full-size RGBA PNG, "
+        f"over HTTP on loopback, {os.cpu_count()} CPUs, load average {loads[0]} .. {loads[-1]}"
         + (f", {args.rounds} rounds pooled" if args.rounds > 1 else "")
     )
+    print(
+        f"sets: unsure = every photo gets the CPU default's extra views; sure = none does; "
+        f"mix = {QUALITY_SET_UNSURE_SHARE:.0%} unsure (the quality set's share)"
+    )
     header = (
-        f"{'server':<7}{'conc':>5}{'reqs':>6}{'median s':>10}{'p95 s':>8}{'img/s':>8}{'out MB':>8}"
-        f"{'srv CPU s/img':>15}{'peak RSS MB':>13}{'other load':>12}"
+        f"{'set':<7}{'server':<7}{'quality':<9}{'conc':>5}{'reqs':>6}{'median s':>10}{'p95 s':>8}{'img/s':>8}"
+        f"{'out MB':>8}{'srv CPU s/img':>15}{'peak RSS MB':>13}{'extra views':>13}"
     )
     print(header)
     print("-" * len(header))
-    for concurrency in args.concurrency:
-        for name in args.servers:
-            phase = phases.get((name, concurrency))
-            if phase is None:
-                continue
-            s = phase.summary()
-            print(
-                f"{name:<7}{concurrency:>5}{s['requests']:>6}{s['median_s']:>10.3f}{s['p95_s']:>8.3f}"
-                f"{s['images_per_s']:>8.2f}{s['out_mb_mean']:>8.2f}{s['server_cpu_s_per_image']:>15.2f}"
-                f"{s['peak_rss_mb']:>13.0f}{s['other_load_cores']:>12.2f}"
-                + (f"  ({s['failures']} failed)" if s["failures"] else "")
-            )
+    for phase in phases.values():
+        s = phase.summary()
+        share = phase.extra_views_share
+        print(
+            f"{phase.set:<7}{phase.server:<7}{phase.quality:<9}{phase.concurrency:>5}{s['requests']:>6}"
+            f"{s['median_s']:>10.3f}{s['p95_s']:>8.3f}{s['images_per_s']:>8.2f}{s['out_mb_mean']:>8.2f}"
+            f"{s['server_cpu_s_per_image']:>15.2f}{s['peak_rss_mb']:>13.0f}"
+            f"{('-' if share != share else f'{share:.0%}'):>13}"
+            + (f"  ({s['failures']} failed)" if s["failures"] else "")
+        )
     if "ours" in args.servers and "rembg" in args.servers:
         print()
-        print("ours vs rembg (aim: throughput >= 3x, median latency <= 1/3):")
-        ratios = {}
-        for concurrency in args.concurrency:
-            ours, rembg = phases.get(("ours", concurrency)), phases.get(("rembg", concurrency))
-            if not ours or not rembg or not ours.count or not rembg.count:
+        print("ours vs rembg, same photos, same run (aim: throughput >= 3x, median latency <= 1/3):")
+        ratios: dict[str, dict] = {}
+        for (server, set_name, quality, concurrency), ours in phases.items():
+            rembg = phases.get(("rembg", set_name, "-", concurrency))
+            if server != "ours" or not rembg or not ours.count or not rembg.count:
                 continue
             o, r = ours.summary(), rembg.summary()
             throughput = o["images_per_s"] / r["images_per_s"]
@@ -384,11 +440,13 @@ def print_table(results: dict, phases: dict[tuple[str, int], Phase], args) -> No
             size = o["out_mb_mean"] / r["out_mb_mean"]
             memory = o["peak_rss_mb"] / r["peak_rss_mb"]
             ok = "PASS" if throughput >= 3 and latency <= 1 / 3 else "MISS"
-            ratios[concurrency] = {"throughput": throughput, "median_latency": latency, "cpu_per_image": cpu}
+            ratios[f"{set_name} {quality} c={concurrency}"] = {
+                "throughput": throughput, "median_latency": latency, "cpu_per_image": cpu,
+            }
             print(
-                f"  c={concurrency}: throughput {throughput:.2f}x, median latency {latency:.3f}x "
-                f"(rembg takes {1 / latency:.2f}x as long), server CPU per image {cpu:.2f}x less, "
-                f"output bytes {size:.2f}x, peak RSS {memory:.2f}x  [{ok}]"
+                f"  {set_name:<7}{quality:<9}c={concurrency}: throughput {throughput:.2f}x, median latency "
+                f"{latency:.3f}x, server CPU per image {cpu:.2f}x less, output bytes {size:.2f}x, "
+                f"peak RSS {memory:.2f}x  [{ok}]"
             )
         results["ratios"] = ratios
     idle = ", ".join(f"{name} {mb:.0f} MB" for name, mb in results.get("idle_rss_mb", {}).items())
