@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,12 +44,16 @@ class PostgresServer:
             pytest.skip("PostgreSQL binaries are not installed (apt-get install postgresql)")
         self.root = Path(tempfile.mkdtemp(prefix="arclip-pg-"))
         os.chmod(self.root, 0o777)
-        # PostgreSQL refuses to run as root: run it as nobody then.
-        self._as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
+        # PostgreSQL refuses to run as root: run it as nobody then (as the process itself, not
+        # under runuser, so that stop()'s signal reaches the server).
+        self._as: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            self._as = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         self.data = self.root / "data"
         done = subprocess.run(
-            [*self._as_user, initdb, "-D", str(self.data), "-A", "trust", "-U", "arclip", "--no-sync"],
-            capture_output=True, text=True, timeout=120,
+            [initdb, "-D", str(self.data), "-A", "trust", "-U", "arclip", "--no-sync"],
+            capture_output=True, text=True, timeout=120, cwd=self.root, **self._as,
         )
         if done.returncode != 0:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -63,9 +69,9 @@ class PostgresServer:
     def start(self, *, port: int | None = None) -> str:
         self.port = port or free_port()
         self._server = subprocess.Popen(
-            [*self._as_user, self._postgres, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+            [self._postgres, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
              "-k", str(self.root), "-c", "fsync=off", "-c", "max_connections=60"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root, **self._as,
         )
         wait_for_port(self.port, timeout=30, process=self._server)
         _wait_accepting(self.port)

