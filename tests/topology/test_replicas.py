@@ -23,7 +23,7 @@ from benchmarks.sync.scene import desktop_scene, object_photo
 from billing import to_milli
 from tests.api.test_end_to_end import Desk, bearer
 from tests.conftest import assert_problem, jpeg
-from tests.topology.conftest import Replica, Topology
+from tests.topology.servers import Replica, Topology
 
 WAIT = 30.0  # any one request or message: CPU inference for two replicas on a small machine
 
