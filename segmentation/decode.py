@@ -15,6 +15,7 @@ strictly by libjpeg-turbo, whose warnings say when data was missing.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -109,7 +110,7 @@ def sniff_format(data: bytes) -> str:
     raise UnsupportedMediaType("Unsupported image type: send a JPEG, PNG, WebP or HEIC image.")
 
 
-def _open(data: bytes, fmt: str) -> Image.Image:
+def _open(data: bytes, fmt: str, limits: ImageLimits | None = None) -> Image.Image:
     if fmt == "heif":
         _register_heif()
     try:
@@ -119,7 +120,8 @@ def _open(data: bytes, fmt: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
+        # Pillow refuses far-too-big headers itself; say it in our words, with our limits.
+        raise ImageTooLarge(_bomb_detail(str(exc), limits or ImageLimits())) from exc
     except Exception as exc:  # Pillow raises many types for bad headers
         raise UnreadableImage(f"The {fmt.upper()} image cannot be read: {exc}") from exc
 
@@ -140,7 +142,7 @@ def probe(data: bytes, limits: ImageLimits) -> ImageInfo:
             f"The image is {describe_bytes(len(data))}, larger than the {describe_bytes(limits.max_bytes)} limit."
         )
     fmt = sniff_format(data)
-    img = _open(data, fmt)
+    img = _open(data, fmt, limits)
     width, height = img.size
     orientation = _orientation(img)
     _check_size(width, height, limits)
@@ -149,6 +151,15 @@ def probe(data: bytes, limits: ImageLimits) -> ImageInfo:
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(format=fmt, width=width, height=height, orientation=orientation)
+
+
+def _bomb_detail(pillow_message: str, limits: ImageLimits) -> str:
+    claimed = re.search(r"\((\d+) pixels\)", pillow_message)
+    size = f"{describe_pixels(int(claimed.group(1)))}" if claimed else "far more pixels than the limit"
+    return (
+        f"The image claims {size}; the limit is {describe_pixels(limits.max_pixels)} "
+        f"and {limits.max_side} pixels a side."
+    )
 
 
 def _check_size(width: int, height: int, limits: ImageLimits) -> None:
