@@ -109,8 +109,34 @@ def _classify_vendor(exc: BaseException) -> Fault | None:
         if exc.errno in _FULL:
             return Fault("storage_full", "The server's disk is full; retry later.", 30)
         if exc.errno in _UNREACHABLE or isinstance(exc, (ConnectionError, TimeoutError)):
-            return Fault("service_unavailable", "A backing service cannot be reached; retry shortly.", 5)
+            # Some drivers let a refused connection through raw (asyncpg's connect): name the
+            # service by the code it was raised in.
+            return _UNREACHABLE_BY_ORIGIN.get(
+                _origin(exc), Fault("service_unavailable", "A backing service cannot be reached; retry shortly.", 5)
+            )
     return None
+
+
+_UNREACHABLE_BY_ORIGIN = {
+    "database": Fault("database_unavailable", "The database cannot be reached; retry shortly.", 5),
+    "redis": Fault("redis_unavailable", "Redis is unavailable right now; retry shortly.", 2),
+    "storage": Fault("storage_unavailable", "Storage is unavailable right now; retry shortly.", 5),
+}
+_ORIGINS = {
+    "sqlalchemy": "database", "asyncpg": "database", "aiosqlite": "database", "psycopg": "database",
+    "redis": "redis", "botocore": "storage", "boto3": "storage",
+}
+
+
+def _origin(exc: BaseException) -> str | None:
+    """Which client library the error was raised in: the innermost frame of one that we know."""
+    origin = None
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = str(traceback.tb_frame.f_globals.get("__name__", "")).partition(".")[0]
+        origin = _ORIGINS.get(module, origin)
+        traceback = traceback.tb_next
+    return origin
 
 
 def _database_fault(exc: BaseException) -> Fault | None:

@@ -89,7 +89,9 @@ async def start_live_sync(settings: Settings, sessions: async_sessionmaker[Async
     if settings.redis_url:
         from redis.asyncio import Redis
 
-        redis = Redis.from_url(settings.redis_url)
+        # A connection idle for 10 s is pinged before use, so one left stale by a Redis restart
+        # is replaced instead of failing the first request after it.
+        redis = Redis.from_url(settings.redis_url, health_check_interval=10)
         hub = RedisHub(redis, max_messages=settings.hub_max_messages, retention=retention)
         throttle = RedisThrottle(redis)
         presence = RedisPresence(redis, grace_s=grace_s)

@@ -86,7 +86,9 @@ def limiter_store(settings: Settings) -> tuple[LimiterStore, str]:
         from redis.asyncio import Redis
 
         timeout = settings.ratelimit_redis_timeout_s
-        redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        redis = Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
+        )
         return RedisLimiterStore(redis), "Redis"
     return MemoryLimiterStore(), "in process"
 

@@ -361,3 +361,59 @@ def test_s3_outage_is_a_503_and_assets_come_back(tmp_path: Path, monkeypatch: py
             assert_recovered(running, balance)
     finally:
         s3.stop()
+
+
+# ---------------------------------------------------------------------------
+# The rule itself (api.faults.classify_fault), error by error
+# ---------------------------------------------------------------------------
+
+
+async def test_a_refused_database_connection_is_the_database_even_when_the_driver_lets_it_through_raw() -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from api.faults import classify_fault
+
+    engine = create_async_engine("postgresql+asyncpg://arclip:x@127.0.0.1:1/arclip")  # nothing listens on port 1
+    try:
+        with pytest.raises(OSError) as refused:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    fault = classify_fault(refused.value)
+    assert fault is not None and fault.code == "database_unavailable"
+
+
+def test_classify_fault_names_each_service_and_leaves_bugs_alone(tmp_path: Path) -> None:
+    import redis.exceptions
+    from sqlalchemy import exc as sa_exc
+
+    from api.faults import classify_fault
+    from sync.storage import StorageFull, StorageUnavailable
+
+    holder = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        sqlite3.connect(tmp_path / "db.sqlite", timeout=0).execute("INSERT INTO t VALUES (1)")
+    except sqlite3.OperationalError as locked:
+        wrapped = sa_exc.OperationalError("INSERT", {}, locked)
+    holder.close()
+    expected = {
+        "database_unavailable": [wrapped, sa_exc.TimeoutError("pool exhausted")],
+        "redis_unavailable": [redis.exceptions.ConnectionError("down"), redis.exceptions.BusyLoadingError("loading")],
+        "storage_full": [OSError(errno.ENOSPC, "No space left on device"), StorageFull("full")],
+        "storage_unavailable": [StorageUnavailable("S3 put failed")],
+    }
+    for code, errors in expected.items():
+        for error in errors:
+            fault = classify_fault(error)
+            assert fault is not None and fault.code == code and fault.retry_after >= 1, (code, error)
+    bugs = [
+        ValueError("a bug"), KeyError("x"),
+        sa_exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed")),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    ]
+    for bug in bugs:
+        assert classify_fault(bug) is None, bug
