@@ -121,7 +121,11 @@ def _open(data: bytes, fmt: str, limits: ImageLimits | None = None) -> Image.Ima
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         # Pillow refuses far-too-big headers itself; say it in our words, with our limits.
-        raise ImageTooLarge(_bomb_detail(str(exc), limits or ImageLimits())) from exc
+        limits = limits or ImageLimits()
+        size = _claimed_size(data, fmt)
+        if size is not None:
+            _check_size(*size, limits)
+        raise ImageTooLarge(_bomb_detail(str(exc), limits)) from exc
     except Exception as exc:  # Pillow raises many types for bad headers
         raise UnreadableImage(f"The {fmt.upper()} image cannot be read: {exc}") from exc
 
@@ -151,6 +155,17 @@ def probe(data: bytes, limits: ImageLimits) -> ImageInfo:
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(format=fmt, width=width, height=height, orientation=orientation)
+
+
+def _claimed_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """The size a header claims, read by the format's own Pillow plugin (which, unlike
+    ``Image.open``, does not refuse bombs itself); None when it cannot tell."""
+    try:
+        factory, _ = Image.OPEN[fmt.upper()]
+        with factory(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - any failure: fall back to Pillow's pixel count
+        return None
 
 
 def _bomb_detail(pillow_message: str, limits: ImageLimits) -> str:

@@ -606,4 +606,4 @@ def test_a_bomb_pillow_refuses_itself_is_refused_in_our_words() -> None:
     """A header far past Pillow's own guard (100000x100000) speaks our limit, not Pillow's."""
     with pytest.raises(ImageTooLarge) as refused:
         probe(png_bomb(100_000, 100_000), ImageLimits(max_pixels=50_000_000))
-    assert str(refused.value) == "The image claims 10000 MP; the limit is 50 MP and 16384 pixels a side."
+    assert str(refused.value) == "The image is 100000x100000 (10000 MP); the limit is 50 MP and 16384 pixels a side."
