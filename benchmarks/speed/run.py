@@ -139,7 +139,8 @@ def start_rembg(port: int, logs: Path, venv: Path, model_home: Path) -> Running:
         [str(exe), "s", "--host", "127.0.0.1", "--port", str(port), "--no-ui", "--log_level", "warning"],
         env, port, logs / "rembg.log",
     )
-    procs.wait_http(server, "/api")
+    # A fresh venv compiles pymatting's numba kernels at the first start (minutes on a busy machine).
+    procs.wait_http(server, "/api", timeout=900.0)
     target = Target("rembg", port, "/api/remove", "file", {"model": "u2netp"})
     return Running(server, target)
 
