@@ -118,6 +118,10 @@ class Cutout:
     passes: tuple[str, ...] = ("base",)
 
 
+def _always() -> bool:
+    return True
+
+
 class ClipEngine:
     def __init__(self, model: SegmentationModel, config: EngineConfig | None = None) -> None:
         self.model = model
@@ -254,7 +258,7 @@ class ClipEngine:
         rgb: np.ndarray,
         tensor: np.ndarray,
         views: tuple[list[View], list[View]],
-        may_add: Callable[[], bool] = lambda: True,
+        may_add: Callable[[], bool] = _always,
         ran: set[str] | None = None,
     ) -> np.ndarray:
         """The model's map of ``rgb`` (``tensor`` its square input), with the extra views merged in.
@@ -350,10 +354,6 @@ class ClipEngine:
             box = Box(box.left - window.left, box.top - window.top, box.width, box.height) if box.width else box
         pixels = compose(rgb, cropped_alpha, options)
         return Cutout(pixels=pixels, alpha=alpha, foreground=box, source=info)
-
-
-def _always() -> bool:
-    return True
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
