@@ -56,8 +56,8 @@ class Fault:
 def classify_fault(exc: BaseException) -> Fault | None:
     """The fault ``exc`` stands for, or None when it is not an infrastructure fault.
 
-    Looks through ``__cause__`` chains, so a vendor error wrapped by one of our
-    own (or by SQLAlchemy) is still recognised.
+    Looks through the ``__cause__`` (else ``__context__``) chain, so a vendor error
+    wrapped by one of our own (or by SQLAlchemy) is still recognised.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -72,8 +72,12 @@ def classify_fault(exc: BaseException) -> Fault | None:
 
 def _classify_one(exc: BaseException) -> Fault | None:
     # Our own exception tree first: the adapters have already said what failed.
-    if isinstance(exc, (EngineStarting, EngineFailed)):
-        return Fault(exc.code, exc.detail, getattr(exc, "retry_after", 30))
+    # Those that know their own wait.
+    waits = (EngineStarting, seg_errors.InferenceUnavailable, seg_errors.Overloaded, asset_errors.LocatorBusy)
+    if isinstance(exc, waits):
+        return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
+    if isinstance(exc, EngineFailed):
+        return Fault(exc.code, exc.detail, 30)
     if isinstance(exc, storage_errors.StorageFull):
         return Fault(exc.code, "Storage is full; retry later.", 30)
     if isinstance(exc, storage_errors.StorageUnavailable):
@@ -82,12 +86,6 @@ def _classify_one(exc: BaseException) -> Fault | None:
         return Fault(exc.code, "Live sync is unavailable right now; retry shortly.", 2)
     if isinstance(exc, pairing_errors.PairingUnavailable):
         return Fault(exc.code, "Pairing is unavailable right now; retry shortly.", 5)
-    if isinstance(exc, seg_errors.InferenceUnavailable):
-        return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
-    if isinstance(exc, seg_errors.Overloaded):
-        return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
-    if isinstance(exc, asset_errors.LocatorBusy):
-        return Fault(exc.code, exc.detail, max(1, int(exc.retry_after)))
     if isinstance(exc, billing_errors.PaymentsNotConfigured):
         # Not transient, but a 503 like any missing backing service: an operator must configure Stripe.
         return Fault(exc.code, exc.detail, 3600)
