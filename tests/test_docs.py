@@ -84,7 +84,9 @@ def test_every_link_stays_in_the_repository(path: Path) -> None:
         if not parts.path:  # "#anchor" within the page
             file = path
         else:
-            file = (path.parent / unquote(parts.path)).resolve()
+            # "/deploy/x": from the repository's root (as the code host renders it); else from the page.
+            base = ROOT if parts.path.startswith("/") else path.parent
+            file = (base / unquote(parts.path).lstrip("/")).resolve()
             if not file.is_relative_to(ROOT):
                 problems.append(f"{target}: leaves the repository")
                 continue
