@@ -33,6 +33,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a server started with ``start_new_session`` and all it spawned; SIGKILL after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+
+
 def find_pytriton() -> Path | None:
     """The directory holding ``pytriton/tritonserver`` and ``nvidia_pytriton.libs``, if installed anywhere."""
     candidates = [Path(os.environ["ARCLIP_TEST_PYTRITON_DIR"])] if os.environ.get("ARCLIP_TEST_PYTRITON_DIR") else []
@@ -129,14 +141,7 @@ class TritonServer:
     def stop(self) -> None:
         """Stop the server (its stubs too: they share its process group)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process, timeout=10)
 
     def pause(self) -> None:
         """SIGSTOP: the server keeps its sockets but answers nothing (a hung server)."""

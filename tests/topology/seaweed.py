@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sysconfig
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from segmentation.triton_testing import stop_process_group
 from sync.hub.testing import free_port
 
 ACCESS_KEY = "arclip-topology"
@@ -109,11 +109,4 @@ class SeaweedS3:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, timeout=15)
