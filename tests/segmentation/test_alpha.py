@@ -211,6 +211,11 @@ def test_foreground_estimate_without_a_working_copy_and_in_place() -> None:
     buffer = full.copy()
     out = estimate_foreground(buffer, alpha, inplace=True)
     assert out is buffer and np.array_equal(out, expected)
+    # A transposed view (as an EXIF-rotated decode gives) is not row-major: same colours, in a new array.
+    turned = np.ascontiguousarray(full.transpose(1, 0, 2)).transpose(1, 0, 2)
+    assert not turned.flags.c_contiguous
+    out = estimate_foreground(turned, alpha, inplace=True)
+    assert out is not turned and np.array_equal(out, expected)
 
 
 def test_foreground_estimate_is_a_no_op_on_a_hard_matte() -> None:

@@ -295,3 +295,55 @@ async def test_lean_model_runs_one_inference_per_core_at_once(monkeypatch: pytes
         await batcher.close()
     assert running["most"] == 2, "two inferences should overlap, never more than the cores"
     assert model.runs.count(True) >= 2, "an inference alongside another runs lean"
+
+
+async def test_a_lone_request_runs_its_extra_views_one_by_one_on_every_thread() -> None:
+    # Queued together, each view would get one core and slow the other down.
+    model = _LeanRecorder()
+    engine = ClipEngine(model, EngineConfig(concurrency=2, extra_passes=("flip",)))
+    await engine.start()
+    try:
+        result = await engine.clip(encode_image(photo(400, 300), "JPEG"), ClipOptions())
+    finally:
+        await engine.close()
+    assert result.passes == ("base", "flip")
+    assert model.runs == [False, False]
+
+
+# --- working size ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((4032, 3024), (1008, 756)),  # 1/4
+        ((3024, 4032), (756, 1008)),
+        ((1600, 1200), (1000, 750)),  # 5/8
+        ((3000, 2000), (1024, 683)),  # 3/8 is 1125 wide, 1/4 only 750: plain fit
+        ((800, 600), (800, 600)),  # small enough already
+    ],
+)
+def test_jpeg_work_size_is_a_dct_scale_just_under_the_side(size: tuple[int, int], expected: tuple[int, int]) -> None:
+    from segmentation.preprocess import jpeg_work_size
+
+    assert jpeg_work_size(*size, 1024) == expected
+
+
+async def test_a_big_jpeg_s_working_image_comes_straight_from_a_scaled_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segmentation import engine as engine_module
+
+    resized: list[tuple[tuple[int, ...], tuple[int, int]]] = []
+    real_resize = engine_module._resize
+
+    def recording_resize(image: DecodedImage, size: tuple[int, int]) -> DecodedImage:
+        resized.append((image.rgb.shape[:2], size))
+        return real_resize(image, size)
+
+    monkeypatch.setattr(engine_module, "_resize", recording_resize)
+    engine = ClipEngine(disk_model(max_batch=1), EngineConfig(concurrency=1))
+    await engine.start()
+    try:
+        await engine.clip(encode_image(photo(2016, 1512), "JPEG"), ClipOptions())
+    finally:
+        await engine.close()
+    assert ((756, 1008), (1008, 756)) in resized, "the 1/2-scale decode is the working image as it is"
