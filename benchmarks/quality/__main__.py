@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import other_sources
 from .build import GRAPHIC_BACKGROUNDS
 from .metrics import (
     HIGHER_IS_BETTER,
@@ -194,9 +195,12 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest_path = args.data / "manifest.json"
     if not manifest_path.exists():
-        from .build import build
+        if args.data == other_sources.DEFAULT_OUT:
+            other_sources.build(args.data)
+        else:
+            from .build import build
 
-        build(args.data, 180, 0)
+            build(args.data, 180, 0)
     samples = json.loads(manifest_path.read_text())["samples"]
     if args.split != "all":
         samples = [s for s in samples if s["split"] == args.split]
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                 _progress(f"scoring {name}", len(scores[name]), len(work))
             print()
 
+    cases = [structure_cases_of(args.data, s) for s in samples]
+    graphic = GRAPHIC_BACKGROUNDS | other_sources.GRAPHIC_BACKGROUNDS
     subsets = {
         "all": lambda s: True,
         "held-out half (odd seeds)": lambda s: s["split"] == "heldout",
@@ -250,12 +256,26 @@ def main(argv: list[str] | None = None) -> int:
         "EXIF-rotated": lambda s: s["exif_orientation"] != 1,
         "upright": lambda s: s["exif_orientation"] == 1,
         "small object (<10% of frame)": lambda s: s["object_fraction"] < 0.10,
-        "photograph backgrounds": lambda s: s["background"] not in GRAPHIC_BACKGROUNDS,
-        "graphic backgrounds": lambda s: s["background"] in GRAPHIC_BACKGROUNDS,
+        "photograph backgrounds": lambda s: s["background"] not in graphic,
+        "  with things of their own": lambda s: s["background"] in other_sources.BUSY_BACKGROUNDS,
+        "graphic backgrounds": lambda s: s["background"] in graphic,
+        "portraits (wesnoth)": lambda s: s.get("source", "").startswith("wesnoth"),
+        "icons (oxygen)": lambda s: s.get("source", "").startswith("oxygen"),
     }
+    # Structure cases (other_sources.structure; measured on the ground truth where the
+    # manifest lacks them, as the main set's does).
+    by_case = {
+        "with holes": lambda c: "holes" in c,
+        "with thin parts": lambda c: "thin" in c,
+        "with specks (object pieces)": lambda c: "specks" in c,
+        "any structure case": bool,
+        "no structure case": lambda c: not c,
+    }
+    keeps = {label: [keep(s) for s in samples] for label, keep in subsets.items()}
+    keeps |= {label: [keep(c) for c in cases] for label, keep in by_case.items()}
     results: dict[str, dict] = {}
-    for label, keep in subsets.items():
-        idx = [i for i, s in enumerate(samples) if keep(s)]
+    for label, kept in keeps.items():
+        idx = [i for i, k in enumerate(kept) if k]
         if not idx:
             continue
         results[label] = {
@@ -292,6 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"results": results, "times": times}, indent=1))
     return 0
+
+
+def structure_cases_of(data: Path, sample: dict) -> set[str]:
+    """The sample's structure cases, from the manifest or else measured on its ground truth."""
+    if "holes" not in sample:
+        gt = np.asarray(Image.open(data / sample["gt"]).convert("L"))
+        sample = {**sample, **other_sources.structure(gt)}
+    return other_sources.structure_cases(sample)
 
 
 def run_info_ours() -> str:

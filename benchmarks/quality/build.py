@@ -37,6 +37,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,8 +228,16 @@ def _premultiplied(rgba: np.ndarray) -> np.ndarray:
     return x
 
 
-def _place_object(rng: np.random.Generator, rgba: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The object on an empty frame: (premultiplied colour (H,W,3) in 0..255, alpha (H,W) in 0..1)."""
+def _place_object(
+    rng: np.random.Generator, rgba: np.ndarray, size: tuple[int, int], *, max_upscale: float | None = None,
+    bust: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The object on an empty frame: (premultiplied colour (H,W,3) in 0..255, alpha (H,W) in 0..1).
+
+    ``max_upscale``: never enlarge the source more than this (small sources would turn to mush);
+    ``bust``: the source is cut straight at its lower edge (a portrait), so it stands upright on
+    the frame's lower edge, its cut out of the frame. Neither changes the draws of a plain object.
+    """
     out_w, out_h = size
     pm = _premultiplied(rgba)
     if rng.random() < 0.5:
@@ -238,6 +247,8 @@ def _place_object(rng: np.random.Generator, rgba: np.ndarray, size: tuple[int, i
     target = rng.uniform(0.10, 0.55) * out_w * out_h
     scale = math.sqrt(target / (ow * oh))
     scale = min(scale, 0.92 * out_w / ow, 0.92 * out_h / oh)
+    if max_upscale is not None:
+        scale = min(scale, max_upscale)
     angle = rng.uniform(-20, 20) if rng.random() < 0.3 else 0.0
     new_w, new_h = max(8, round(ow * scale)), max(8, round(oh * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
@@ -249,6 +260,9 @@ def _place_object(rng: np.random.Generator, rgba: np.ndarray, size: tuple[int, i
     cy = rng.uniform(new_h / 2, out_h - new_h / 2)
     if rng.random() < 0.15:
         cy = out_h - new_h / 2 + rng.uniform(0.05, 0.25) * new_h
+    if bust:
+        angle = 0.0  # a tilted cut would show a straight edge inside the frame
+        cy = out_h - new_h / 2 + rng.uniform(0.0, 0.15) * new_h
     m = cv2.getRotationMatrix2D((new_w / 2, new_h / 2), angle, 1.0)
     m[0, 2] += cx - new_w / 2
     m[1, 2] += cy - new_h / 2
@@ -308,8 +322,10 @@ def _cast_shadow(rng: np.random.Generator, alpha: np.ndarray) -> tuple[np.ndarra
 
 
 def make_sample(
-    index: int, seed: int, objects: list[tuple[str, np.ndarray]], backgrounds: list[tuple[str, np.ndarray]]
+    index: int, seed: int, objects: list[tuple[str, np.ndarray]], backgrounds: list[tuple[str, np.ndarray]],
+    *, max_upscale: float | None = None, bust: bool = False,
 ) -> tuple[Sample, Image.Image, np.ndarray, np.ndarray, np.ndarray]:
+    """Sample ``index`` from ``rng(seed)``; ``max_upscale`` and ``bust`` as ``_place_object``'s."""
     rng = np.random.default_rng(seed)
     long_side = int(rng.choice([1280, 1440, 1600, 1800, 2048]))
     aspect = float(rng.choice([4 / 3, 3 / 2, 16 / 9, 1.0]))
@@ -325,7 +341,7 @@ def make_sample(
         background = cv2.GaussianBlur(background, (0, 0), defocus)
 
     obj_name, rgba = objects[index]
-    colour, alpha = _place_object(rng, rgba, size)
+    colour, alpha = _place_object(rng, rgba, size, max_upscale=max_upscale, bust=bust)
 
     shadow_kind = "none"
     shadow = np.zeros_like(alpha)
@@ -391,16 +407,18 @@ def _encode(image: Image.Image, sample: Sample) -> bytes:
     return data
 
 
-def build(out: Path, count: int, seed: int) -> list[Sample]:
+# One sample: (index, seed) -> (manifest entry, displayed image, gt, fg, visible shadow).
+MakeSample = Callable[[int, int], tuple[Sample, Image.Image, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def write_set(out: Path, count: int, seed: int, make: MakeSample, extra: dict | None = None) -> list[Sample]:
+    """Write samples ``seed + i`` (i < count) and the manifest (``extra``: more top-level keys)."""
     started = time.perf_counter()
-    backgrounds = load_backgrounds()
-    objects = select_objects(count, seed)
-    print(f"{len(backgrounds)} backgrounds, {len(objects)} objects ({time.perf_counter() - started:.1f} s)")
     for sub in ("images", "gt", "fg", "shadow"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     samples = []
     for index in range(count):
-        sample, image, gt, fg, shadow = make_sample(index, seed + index, objects, backgrounds)
+        sample, image, gt, fg, shadow = make(index, seed + index)
         (out / sample.image).write_bytes(_encode(image, sample))
         Image.fromarray(gt).save(out / sample.gt, compress_level=1)
         Image.fromarray(fg).save(out / sample.fg, compress_level=1)
@@ -413,6 +431,7 @@ def build(out: Path, count: int, seed: int) -> list[Sample]:
         "version": 1,
         "seed": seed,
         "count": count,
+        **(extra or {}),
         "samples": [asdict(s) for s in samples],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -423,13 +442,34 @@ def build(out: Path, count: int, seed: int) -> list[Sample]:
     return samples
 
 
+def build(out: Path, count: int, seed: int) -> list[Sample]:
+    started = time.perf_counter()
+    backgrounds = load_backgrounds()
+    objects = select_objects(count, seed)
+    print(f"{len(backgrounds)} backgrounds, {len(objects)} objects ({time.perf_counter() - started:.1f} s)")
+    return write_set(out, count, seed, lambda index, s: make_sample(index, s, objects, backgrounds))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(".bench/quality"))
-    parser.add_argument("--count", type=int, default=180)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--source", choices=("main", "other"), default="main",
+        help="main: openclipart over MATE/GNOME photos; other: the other-sources part (other_sources.py)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default .bench/quality, or .bench/quality-other")
+    parser.add_argument("--count", type=int, default=None, help="default 180, or 90 for --source other")
+    parser.add_argument("--seed", type=int, default=None, help="default 0, or 1000000 for --source other")
     args = parser.parse_args(argv)
-    build(args.out, args.count, args.seed)
+    if args.source == "other":
+        from . import other_sources
+
+        other_sources.build(
+            args.out or other_sources.DEFAULT_OUT,
+            other_sources.DEFAULT_COUNT if args.count is None else args.count,
+            other_sources.DEFAULT_SEED if args.seed is None else args.seed,
+        )
+        return
+    build(args.out or Path(".bench/quality"), 180 if args.count is None else args.count, args.seed or 0)
 
 
 if __name__ == "__main__":
