@@ -1,6 +1,6 @@
 """Which model views to run, at what cost: each candidate on both halves, from ``tune``'s cached maps.
 
-    python -m benchmarks.quality.views [--data .bench/quality] [--precision int8]
+    python -m benchmarks.quality.views [--data .bench/quality] [--other .bench/quality-other] [--precision int8]
 
 Candidates are plans of views (``tune.VIEW_NAMES``: the square input, "flip", "aspect",
 "aspect.flip") for every photo, and more for the photos whose first map is unsure
@@ -10,6 +10,11 @@ no other, so there it is the square). Cost: mean model runs per photo, counting 
 416x320 run as 1.3 of a 320x320 one (its pixels). Scores: the four measures of
 ``metrics`` after the engine's mask-to-alpha, per half, against rembg's figures
 from ``python -m benchmarks.quality`` (README, "Results").
+
+Three parts: the main set's tuning half (even seeds) and held-out half (odd seeds), and the
+other-sources part (``other_sources.py``: other objects, other backgrounds, other seeds),
+which nothing was tuned on. "unsure runs": what a photo whose main map *is* unsure costs
+(a 4:3 photo), which sets the worst case's speed.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import numpy as np
 from .metrics import HIGHER_IS_BETTER
 from .tune import evaluate, load
 
-# rembg 2.0.86 on the same set (README): S-measure, MAE, max F, weighted F.
+# rembg 2.0.86 on the same images: S-measure, MAE, max F, weighted F. The halves: README,
+# "Results"; "other": `python -m benchmarks.quality --data .bench/quality-other` (README,
+# "The other-sources part"), the "all" row.
 REMBG = {
     "tune": {"sm": 0.9145, "mae": 0.0305, "maxf": 0.8989, "wfm": 0.8632},
     "heldout": {"sm": 0.9208, "mae": 0.0422, "maxf": 0.9136, "wfm": 0.8784},
+    "other": {"sm": 0.8938, "mae": 0.0479, "maxf": 0.8857, "wfm": 0.8239},
 }
 MEASURES = ("sm", "mae", "maxf", "wfm")
 
@@ -50,8 +58,19 @@ PLANS = (
     Plan("aspect + aspect.flip if unsure", "aspect", unsure=("aspect.flip",)),
     Plan("aspect + square,flip if unsure", "aspect", unsure=("square", "flip")),
     Plan("aspect + square,flip,aspect.flip if unsure", "aspect", unsure=("square", "flip", "aspect.flip")),
+    Plan("square + flip if unsure", "square", unsure=("flip",)),
+    Plan("square + aspect.flip if unsure", "square", unsure=("aspect.flip",)),
+    Plan("square + aspect for all, flip,aspect.flip if unsure", "square", always=("aspect",), unsure=("flip", "aspect.flip")),
+    Plan("square + aspect for all, aspect.flip if unsure", "square", always=("aspect",), unsure=("aspect.flip",)),
+    Plan("square + flip,aspect,aspect.flip for all (gpu)", "square", always=("flip", "aspect", "aspect.flip")),
 )
 COST = {"square": 1.0, "flip": 1.0, "aspect": 1.3, "aspect.flip": 1.3}
+
+
+def unsure_cost(plan: Plan) -> float:
+    """Model runs (square-run units) for a 4:3 photo whose main map is unsure."""
+    views = {plan.main, *plan.always, *plan.unsure}
+    return sum(COST[v] for v in views)
 
 
 def _view(item, name: str) -> np.ndarray | None:  # type: ignore[no-untyped-def]
@@ -81,31 +100,42 @@ def plan_saliency(item, plan: Plan) -> tuple[np.ndarray, float, bool]:  # type: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .other_sources import DEFAULT_OUT
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality.views")
-    parser.add_argument("--data", type=Path, default=Path(".bench/quality"))
+    parser.add_argument("--data", type=Path, default=Path(".bench/quality"), help="the main set")
+    parser.add_argument("--other", type=Path, default=DEFAULT_OUT, help="the other-sources part")
+    parser.add_argument("--parts", default="tune,heldout,other", help="comma list of tune, heldout, other")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--plans", default="", help="comma list of plan numbers (default: all)")
     args = parser.parse_args(argv)
     chosen = [PLANS[int(i)] for i in args.plans.split(",") if i.strip()] or list(PLANS)
-    halves = {split: load(args.data, split, passes=True, precision=args.precision) for split in ("tune", "heldout")}
-    originals = {split: [item.saliency for item in items] for split, items in halves.items()}
-    print(f"{'plan':<52}{'half':<9}{'runs':>6}{'unsure':>8}  " + "  ".join(f"{m:>8}" for m in MEASURES) + "  beats rembg")
+    where = {"tune": (args.data, "tune"), "heldout": (args.data, "heldout"), "other": (args.other, "all")}
+    parts = {
+        part: load(where[part][0], where[part][1], passes=True, precision=args.precision)
+        for part in args.parts.split(",")
+    }
+    originals = {part: [item.saliency for item in items] for part, items in parts.items()}
+    print(
+        f"{'plan':<56}{'part':<9}{'runs':>6}{'unsure':>8}{'unsure runs':>12}  "
+        + "  ".join(f"{m:>8}" for m in MEASURES) + "  beats rembg"
+    )
     for plan in chosen:
-        for split, items in halves.items():
+        for part, items in parts.items():
             planned = [plan_saliency(item, plan) for item in items]
             costs = [cost for _, cost, _ in planned]
             unsure = sum(extra for _, _, extra in planned)
             for item, (merged, _, _) in zip(items, planned):
                 item.saliency = merged
-            result, _ = evaluate(items, quiet=True)
-            for item, first in zip(items, originals[split]):
+            result, _ = evaluate(items, workers=1, quiet=True)
+            for item, first in zip(items, originals[part]):
                 item.saliency = first
             wins = sum(
-                (result[m] > REMBG[split][m]) if HIGHER_IS_BETTER[m] else (result[m] < REMBG[split][m])
+                (result[m] > REMBG[part][m]) if HIGHER_IS_BETTER[m] else (result[m] < REMBG[part][m])
                 for m in MEASURES
             )
             print(
-                f"{plan.name:<52}{split:<9}{np.mean(costs):>6.2f}{unsure / len(items):>8.0%}  "
+                f"{plan.name:<56}{part:<9}{np.mean(costs):>6.2f}{unsure / len(items):>8.0%}{unsure_cost(plan):>12.1f}  "
                 + "  ".join(f"{result[m]:>8.4f}" for m in MEASURES) + f"  {wins}/4",
                 flush=True,
             )
