@@ -347,3 +347,41 @@ async def test_a_big_jpeg_s_working_image_comes_straight_from_a_scaled_decode(mo
     finally:
         await engine.close()
     assert ((756, 1008), (1008, 756)) in resized, "the 1/2-scale decode is the working image as it is"
+
+
+async def test_the_full_size_decode_starts_before_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Beside the model it would slow the inference on the core they share.
+    from segmentation import engine as engine_module
+
+    events: list[str] = []
+    real_decode = engine_module._decode_resized
+
+    def recording_decode(data: bytes, info, size: tuple[int, int]) -> DecodedImage:  # type: ignore[no-untyped-def]
+        if size == (info.width, info.height):
+            events.append("full decode")
+        return real_decode(data, info, size)
+
+    model = disk_model(max_batch=1)
+    real_predict = model.predict
+
+    def recording_predict(batch: np.ndarray) -> np.ndarray:
+        events.append("model")
+        return real_predict(batch)
+
+    real_input = engine_module.to_model_input
+
+    def recording_input(*args, **kwargs) -> np.ndarray:  # type: ignore[no-untyped-def]
+        events.append("model input")
+        return real_input(*args, **kwargs)
+
+    model.predict = recording_predict  # type: ignore[method-assign]
+    monkeypatch.setattr(engine_module, "_decode_resized", recording_decode)
+    monkeypatch.setattr(engine_module, "to_model_input", recording_input)
+    engine = ClipEngine(model, EngineConfig(concurrency=2))
+    await engine.start()
+    try:
+        result = await engine.clip(encode_image(photo(2016, 1512), "JPEG"), ClipOptions())
+    finally:
+        await engine.close()
+    assert (result.width, result.height) == (2016, 1512)
+    assert events == ["full decode", "model input", "model"]
