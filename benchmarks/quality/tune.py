@@ -50,18 +50,14 @@ class Item:
     window: object | None = None  # segmentation.passes.Window
 
 
-def _fit(width: int, height: int, side: int) -> tuple[int, int]:
-    from segmentation.preprocess import fit_within
-
-    return fit_within(width, height, side)
-
-
 def _decode_pair(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The working and the full-size image, as the engine makes them (a JPEG's working size is a DCT scale)."""
     from segmentation.decode import ImageLimits, decode, probe
+    from segmentation.preprocess import fit_within, jpeg_work_size
 
     info = probe(data, ImageLimits())
     size = (info.width, info.height)
-    work_size = _fit(info.width, info.height, WORK_SIDE)
+    work_size = (jpeg_work_size if info.format == "jpeg" else fit_within)(info.width, info.height, WORK_SIDE)
     full = decode(data, info).rgb
     if info.format == "jpeg":
         work = decode(data, info, min_size=work_size).rgb
@@ -71,6 +67,21 @@ def _decode_pair(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         work = cv2.resize(work, work_size, interpolation=cv2.INTER_AREA)
     assert (full.shape[1], full.shape[0]) == size
     return work, full
+
+
+# What the cached maps depend on besides the image, the model and the view: the working
+# size (maps cached under the earlier rule, fit within 1024 px, are dropped).
+_CACHE_RECIPE = {"work_size": "as the engine: a JPEG's DCT scale just under 1024 px, else fit within 1024"}
+
+
+def _cache_dir(cache: Path) -> Path:
+    stamp = cache / "recipe.json"
+    if cache.is_dir() and (not stamp.is_file() or json.loads(stamp.read_text()) != _CACHE_RECIPE):
+        for stale in cache.glob("*.npy"):
+            stale.unlink()
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(_CACHE_RECIPE))
+    return cache
 
 
 class _LazyModel:
@@ -176,8 +187,7 @@ def load(
     if split != "all":
         samples = [s for s in samples if s["split"] == split]
     samples = samples[:limit] if limit else samples
-    cache = data_dir / "cache" / precision
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _cache_dir(data_dir / "cache" / precision)
     model = _LazyModel(precision)
     items = []
     for s in samples:
