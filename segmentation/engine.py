@@ -242,7 +242,7 @@ class ClipEngine:
 
         # A JPEG's full-size decode runs beside the small one when the pool has room, so it
         # is (nearly) done before the model starts: overlapping the model, it slows the
-        # inference on the core they share (12 MP: 0.19 s instead of 0.14).
+        # inference on the core they share (12 MP, in process: 0.19 s against 0.14 s alone).
         separate_full = info.format == "jpeg" and (work_w, work_h) != (out_w, out_h)
         if separate_full and self.config.concurrency > 1:
             full_task = decode_full()
@@ -315,9 +315,9 @@ class ClipEngine:
         """One request's model runs: together where the model batches them, else one after another.
 
         On a CPU (batches of one) runs queued together would each get one core and slow each
-        other down (measured at 12 MP: three views 0.61 s together, 0.47 s one by one on
-        every core); a lone request's runs in turn take every core, and other requests'
-        runs still share the lanes.
+        other down (measured in process at 12 MP: three views 0.61 s together, 0.57 s one by
+        one on every core); a lone request's runs in turn take every core, and other
+        requests' runs still share the lanes.
         """
         if self.batcher.max_batch > 1:
             return list(await asyncio.gather(*runs))
