@@ -62,7 +62,7 @@ from .passes import (
     zoom_merge,
     zoom_window,
 )
-from .preprocess import aspect_size, fit_within, flipped_input, jpeg_work_size, to_model_input
+from .preprocess import aspect_size, flipped_input, to_model_input, working_size
 from .session import SegmentationModel
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
@@ -230,9 +230,9 @@ class ClipEngine:
     async def _cut(self, data: bytes, options: ClipOptions) -> Cutout:
         info: ImageInfo = await self._cpu(probe, data, self.config.limits)
         out_w, out_h = options.output_size(info.width, info.height)
+        # Only a full-size output is decoded at the JPEG's own size, where its DCT scales apply.
         full_size = (out_w, out_h) == (info.width, info.height)
-        work_size = jpeg_work_size if info.format == "jpeg" and full_size else fit_within
-        work_w, work_h = work_size(out_w, out_h, self.config.work_side)
+        work_w, work_h = working_size(out_w, out_h, self.config.work_side, jpeg=info.format == "jpeg" and full_size)
 
         full_task: asyncio.Future[DecodedImage] | None = None
 

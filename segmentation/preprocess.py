@@ -74,3 +74,8 @@ def jpeg_work_size(width: int, height: int, side: int) -> tuple[int, int]:
         if _DCT_SLACK * side <= max(scaled) <= side:
             return scaled
     return wanted
+
+
+def working_size(width: int, height: int, side: int, *, jpeg: bool) -> tuple[int, int]:
+    """The working image's size for a ``width`` x ``height`` decode: a DCT scale for a JPEG when one fits."""
+    return (jpeg_work_size if jpeg else fit_within)(width, height, side)

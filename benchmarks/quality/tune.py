@@ -53,11 +53,11 @@ class Item:
 def _decode_pair(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The working and the full-size image, as the engine makes them (a JPEG's working size is a DCT scale)."""
     from segmentation.decode import ImageLimits, decode, probe
-    from segmentation.preprocess import fit_within, jpeg_work_size
+    from segmentation.preprocess import working_size
 
     info = probe(data, ImageLimits())
     size = (info.width, info.height)
-    work_size = (jpeg_work_size if info.format == "jpeg" else fit_within)(info.width, info.height, WORK_SIDE)
+    work_size = working_size(info.width, info.height, WORK_SIDE, jpeg=info.format == "jpeg")
     full = decode(data, info).rgb
     if info.format == "jpeg":
         work = decode(data, info, min_size=work_size).rgb
