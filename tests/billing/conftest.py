@@ -1,4 +1,5 @@
-"""Billing fixtures: a fresh SQLite database (with the app's settings) and a settable clock."""
+"""Billing fixtures: a fresh SQLite database (with the app's settings), a settable clock, a plan catalogue
+(one free plan of 5 credits; a module may override ``catalogue``) and the key service over them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.database import create_database, create_schema, session_factory
+from billing import ApiKeyService, Catalogue
 
 
 class Clock:
@@ -40,3 +42,13 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    return Catalogue.build({"free": {"monthly_credits": 5}})
+
+
+@pytest.fixture
+def keys(sessions: async_sessionmaker[AsyncSession], catalogue: Catalogue, clock: Clock) -> ApiKeyService:
+    return ApiKeyService(sessions, catalogue, clock=clock)

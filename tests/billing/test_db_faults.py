@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.database import create_database, create_schema
-from billing import ApiKeyService, Catalogue, IdempotencyStore, Ledger, Metering, StoredResponse
+from billing import IdempotencyStore, Ledger, Metering, StoredResponse
 from billing.db import IdempotencyRecord, LedgerEntry
 
 
@@ -67,16 +67,6 @@ def locked(path: Path) -> Iterator[None]:
     finally:
         other.rollback()
         other.close()
-
-
-@pytest.fixture
-def catalogue() -> Catalogue:
-    return Catalogue.build({"free": {"monthly_credits": 5}})
-
-
-@pytest.fixture
-def keys(sessions, catalogue, clock) -> ApiKeyService:
-    return ApiKeyService(sessions, catalogue, clock=clock)
 
 
 @pytest.fixture

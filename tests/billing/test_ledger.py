@@ -28,11 +28,6 @@ def catalogue() -> Catalogue:
 
 
 @pytest.fixture
-def keys(sessions, catalogue, clock) -> ApiKeyService:
-    return ApiKeyService(sessions, catalogue, clock=clock)
-
-
-@pytest.fixture
 def ledger(sessions, catalogue, clock) -> Ledger:
     return Ledger(sessions, catalogue, clock)
 

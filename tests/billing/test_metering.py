@@ -7,8 +7,6 @@ import asyncio
 import pytest
 
 from billing import (
-    ApiKeyService,
-    Catalogue,
     IdempotencyKeyInUse,
     IdempotencyKeyMismatch,
     IdempotencyStore,
@@ -18,16 +16,6 @@ from billing import (
     Metering,
     StoredResponse,
 )
-
-
-@pytest.fixture
-def catalogue() -> Catalogue:
-    return Catalogue.build({"free": {"monthly_credits": 5}})
-
-
-@pytest.fixture
-def keys(sessions, catalogue, clock) -> ApiKeyService:
-    return ApiKeyService(sessions, catalogue, clock=clock)
 
 
 @pytest.fixture

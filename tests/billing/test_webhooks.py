@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from billing import (
     AccountService,
     AccountSuspended,
-    ApiKeyService,
     Catalogue,
     InvalidWebhook,
     WebhookHandler,
@@ -36,11 +35,6 @@ def handler(sessions, catalogue, clock) -> WebhookHandler:
 @pytest.fixture
 def accounts(sessions, catalogue, clock) -> AccountService:
     return AccountService(sessions, catalogue, clock)
-
-
-@pytest.fixture
-def keys(sessions, catalogue, clock) -> ApiKeyService:
-    return ApiKeyService(sessions, catalogue, clock=clock)
 
 
 def checkout(account_id: str, *, pack: str = "starter", paid: bool = True, session_id: str = "cs_test_1") -> dict:
