@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.processes import NotReady, stop_process, wait_until_ready
+
 from . import __doc__ as DOC
 from .scene import desktop_scene, object_photo
 
@@ -68,26 +70,13 @@ def server(data_dir: Path, extra_env: dict[str, str]) -> Iterator[tuple[str, sub
         )
         base = f"127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + WAIT
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"the server exited ({proc.returncode}); see {data_dir / 'server.log'}")
-                try:
-                    if httpx.get(f"http://{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not become ready")
-                time.sleep(0.2)
+            try:
+                wait_until_ready(f"http://{base}/readyz", proc, WAIT, request_timeout=2)
+            except NotReady as exc:
+                raise SystemExit(f"the server {exc}; see {data_dir / 'server.log'}") from None
             yield base, proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=30)
 
 
 # ---------------------------------------------------------------------------

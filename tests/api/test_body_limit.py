@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import jpeg
+from tests.processes import NotReady, stop_process, wait_until_ready
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to watch memory")
 
@@ -173,18 +174,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> I
         cwd=data_dir,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail("arclip serve exited:\n" + (data_dir / "server.log").read_text()[-4000:])
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("arclip serve did not become ready:\n" + (data_dir / "server.log").read_text()[-4000:])
-            time.sleep(0.1)
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, 180, interval=0.1, request_timeout=2)
+        except NotReady as exc:
+            pytest.fail(f"arclip serve {exc}:\n" + (data_dir / "server.log").read_text()[-4000:])
         running = Server(process, port, key)
         # warm up (first inference allocates the model's arenas) so memory growth means the upload
         warm = httpx.post(
@@ -194,12 +187,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> I
         assert warm.status_code == 200, warm.text
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=15)
         log.close()
 
 

@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from api.tls import ensure_certificate
+from tests.processes import stop_process
 
 
 def _sans(path: Path) -> set[str]:
@@ -113,10 +114,5 @@ def test_serve_tls_answers_https_verified_against_its_own_ca(tmp_path: Path) -> 
         said = log.read()
         assert f"https://127.0.0.1:{port}/canvas/" in said and "/tls/ca.pem" in said
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=30)
         log.close()

@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.processes import stop_process
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -111,12 +113,7 @@ class LocalStripe:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout=10)
             if self.process.stderr is not None:
                 self.process.stderr.close()
             self.process = None

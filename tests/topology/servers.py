@@ -18,16 +18,14 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from segmentation.triton_testing import TritonServer, find_pytriton
 from sync.hub.testing import RedisServer, free_port
 from tests.postgres import PostgresServer
+from tests.processes import NotReady, stop_process, wait_until_ready
 from tests.segmentation.test_remote_server import _can_run_here
 from tests.topology.seaweed import SeaweedS3, weed_binary
 
@@ -76,19 +74,11 @@ class Replica:
         return self
 
     def wait_ready(self, timeout: float = READY_S) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.name} exited:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"replica {self.name} did not become ready:\n{self.tail()}")
-            time.sleep(0.2)
+        assert self.process is not None
+        try:
+            wait_until_ready(f"{self.base}/readyz", self.process, timeout)
+        except NotReady as exc:
+            raise RuntimeError(f"replica {self.name} {exc}:\n{self.tail()}") from None
 
     def tail(self, size: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-size:]
@@ -101,14 +91,7 @@ class Replica:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
 
 
 @dataclass
