@@ -105,19 +105,8 @@ async def _captures(desktop_side: Any, phone_side: Any, photos: list[bytes]) -> 
     return {"p50": statistics.median(latencies), "p95": _pct(latencies, 0.95)}
 
 
-async def _triton_batches(topology: Any) -> dict[int, int]:
-    import tritonclient.grpc.aio as grpc_aio
-
-    client = grpc_aio.InferenceServerClient(topology.triton.grpc_url.removeprefix("grpc://"))
-    try:
-        stats = (await client.get_inference_statistics("u2netp", as_json=True))["model_stats"][0]
-    finally:
-        await client.close()
-    return {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])}
-
-
 def _run(replicas: int, args: argparse.Namespace, clip_images: list[bytes], photos: list[bytes]) -> dict[str, Any]:
-    from tests.topology.servers import running_topology
+    from tests.topology.servers import running_topology, triton_statistics
 
     # The replicas as a deployment runs them: several requests in flight to Triton each.
     env = {"ARCLIP_INFERENCE_MAX_IN_FLIGHT": "8", "ARCLIP_MAX_BATCH_SIZE": "4", "ARCLIP_WORKERS": "2"}
@@ -128,7 +117,7 @@ def _run(replicas: int, args: argparse.Namespace, clip_images: list[bytes], phot
             async def measure() -> dict[str, Any]:
                 clips = await _clips(topology, serving, clip_images, args.clips, args.concurrency)
                 captures = await _captures(topology.a, serving[-1], photos)
-                return {"clips": clips, "captures": captures, "batches": await _triton_batches(topology)}
+                return {"clips": clips, "captures": captures, "batches": (await triton_statistics(topology))["batches"]}
 
             return asyncio.run(measure())
 

