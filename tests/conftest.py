@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sqlite3
 import struct
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,15 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory):
 
     with RedisServer(tmp_path_factory.mktemp("billing-redis"), appendonly=False) as url:
         yield url
+
+
+@contextlib.contextmanager
+def sqlite_locked(database: Path) -> Iterator[None]:
+    """Another process's ``BEGIN EXCLUSIVE`` on the SQLite file, held until the block ends."""
+    holder = sqlite3.connect(database, isolation_level=None, timeout=5)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()

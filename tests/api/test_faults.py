@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer, disk_model, encode_image, jpeg, make_settings, photo
+from tests.conftest import LiveServer, disk_model, encode_image, jpeg, make_settings, photo, sqlite_locked
 
 JPEG = jpeg(160, 120)
 SCREEN = encode_image(photo(320, 200, seed=3), "PNG")
@@ -186,21 +186,10 @@ def assert_recovered(running: Product, balance: float) -> None:
 # ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def exclusive_lock(database: Path) -> Iterator[None]:
-    holder = sqlite3.connect(database, isolation_level=None, timeout=5)
-    try:
-        holder.execute("BEGIN EXCLUSIVE")
-        yield
-        holder.execute("ROLLBACK")
-    finally:
-        holder.close()
-
-
 def test_locked_database_is_a_503_on_every_route_family_and_service_resumes(tmp_path: Path) -> None:
     with product(tmp_path / "data") as running:
         balance = running.balance()
-        with exclusive_lock(tmp_path / "data" / "arclip.db"):
+        with sqlite_locked(tmp_path / "data" / "arclip.db"):
             for name, call in [
                 ("clip", running.clip),
                 ("captures", running.capture),

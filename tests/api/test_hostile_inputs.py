@@ -23,10 +23,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.conftest import LiveServer, assert_problem, disk_model, encode_image, jpeg, make_settings, photo, png_bomb
-from tests.segmentation.test_decode import _png, _rgb_ihdr, interlaced_png, png_ending_early
+from tests.segmentation.test_decode import TRUNCATION_SOURCES, _png, _rgb_ihdr, png_ending_early
 
 ANSWER_LIMIT = 1024  # bytes: no problem body repeats a huge input
 HUGE = 5000  # characters of a hostile id, option value or header
@@ -94,17 +93,8 @@ def short_idat_png(width: int, height: int) -> bytes:
     return _png(_rgb_ihdr(width, height, interlaced=False), zlib.compress(b"\x00" * (width * 3 + 1) * 2, 9))
 
 
-# Made when a case first needs them (not while the suite is collected), once.
-WHOLE: dict[str, Callable[[np.ndarray], bytes]] = {
-    "jpeg": lambda p: encode_image(p, "JPEG", quality=90),
-    "progressive-jpeg": lambda p: encode_image(p, "JPEG", quality=90, progressive=True),
-    "cmyk-jpeg": lambda p: encode_image(Image.fromarray(p).convert("CMYK"), "JPEG", quality=90),
-    "png": lambda p: encode_image(p, "PNG"),
-    "interlaced-png": interlaced_png,
-    "webp": lambda p: encode_image(p, "WEBP", quality=90),
-    "lossless-webp": lambda p: encode_image(p, "WEBP", lossless=True),
-    "heic": lambda p: encode_image(p, "HEIF", quality=90),
-}
+# The whole files of every format the truncation cases cut (made when a case first needs one).
+WHOLE = TRUNCATION_SOURCES
 CUTS: dict[str, Callable[[bytes], bytes]] = {
     "header-only": lambda data: data[:40],
     "half": lambda data: data[: len(data) // 2],

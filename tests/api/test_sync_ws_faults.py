@@ -11,8 +11,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from sync.hub import HubUnavailable
 from sync.hub.testing import RedisServer
 from tests.api.test_sync_ws import Server, frame, pair, serve, sync_socket
-from tests.conftest import make_settings
+from tests.conftest import make_settings, sqlite_locked
 
 
 async def closed_after_error(ws: ClientConnection, timeout: float = 10.0) -> tuple[dict[str, Any], int, str]:
@@ -78,18 +76,6 @@ async def test_300_sockets_opening_at_once_all_connect(tmp_path: Path) -> None:
 # -- the database locked ---------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def locked(database: Path) -> Iterator[None]:
-    """Another process's ``BEGIN EXCLUSIVE`` on the SQLite file, held until the block ends."""
-    holder = sqlite3.connect(database, isolation_level=None)
-    try:
-        holder.execute("BEGIN EXCLUSIVE")
-        yield
-        holder.execute("ROLLBACK")
-    finally:
-        holder.close()
-
-
 async def test_a_locked_database_closes_with_1013_and_a_resume_afterwards_loses_nothing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", database_busy_timeout_s=0.3)
     database = Path(settings.resolved_database_url.split("///", 1)[1])
@@ -101,7 +87,7 @@ async def test_a_locked_database_closes_with_1013_and_a_resume_afterwards_loses_
         async with sync_socket(server, token) as desk:
             assert (await frame(desk))["type"] == "hello"
             assert [(await frame(desk))["id"] for _ in range(2)] == [first - 1, first]
-            with locked(database):
+            with sqlite_locked(database):
                 await desk.send(json.dumps({"type": "ack", "id": first}))  # needs the database: cannot have it
                 error, code, reason = await closed_after_error(desk)
                 assert (code, reason) == (1013, "hub_unavailable")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.database import create_database, create_schema
 from billing import IdempotencyStore, Ledger, Metering, StoredResponse
 from billing.db import IdempotencyRecord, LedgerEntry
+from tests.conftest import sqlite_locked
 
 
 class Disk:
@@ -57,18 +58,6 @@ async def engine(database_path: Path, disk: Disk) -> AsyncIterator[AsyncEngine]:
     await database.dispose()
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Another process holding the database's write lock."""
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        other.rollback()
-        other.close()
-
-
 @pytest.fixture
 def metering(sessions, catalogue, clock) -> Metering:
     return Metering(Ledger(sessions, catalogue, clock), IdempotencyStore(sessions, clock=clock))
@@ -99,7 +88,7 @@ async def charge_once(metering: Metering, key, body: bytes = b"img") -> StoredRe
 
 async def test_locked_before_the_call_charges_nothing(keys, metering, sessions, database_path) -> None:
     key, _ = await keys.create("app")
-    with locked(database_path):
+    with sqlite_locked(database_path):
         with pytest.raises(OperationalError, match="locked"):
             await charge_once(metering, key)
         with pytest.raises(OperationalError, match="locked"):
@@ -114,11 +103,11 @@ async def test_locked_when_charging_gives_the_reservation_back(keys, metering, s
     key, _ = await keys.create("app")
     with contextlib.ExitStack() as lock, pytest.raises(OperationalError, match="locked"):
         async with metering.call(key, operation="clip", idempotency_key="k", fingerprint="f") as call:
-            lock.enter_context(locked(database_path))  # from the end of the work until after the error
+            lock.enter_context(sqlite_locked(database_path))  # from the end of the work until after the error
             await call.succeed(render(b"img"))
     # The undo could not be written either: the credits are held, not charged, until it is.
     assert await ledger_rows(sessions) == ["reserved"] and metering.pending_undos == 1
-    with locked(database_path):
+    with sqlite_locked(database_path):
         assert await metering.retry_undos() == 0  # still locked: kept for the next round
     assert metering.pending_undos == 1
     assert await metering.retry_undos() == 1
