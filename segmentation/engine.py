@@ -62,7 +62,7 @@ from .passes import (
     zoom_merge,
     zoom_window,
 )
-from .preprocess import aspect_size, flipped_input, to_model_input, working_size
+from .preprocess import ASPECT_SCALE, aspect_view_size, flipped_input, to_model_input, working_size
 from .session import SegmentationModel
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
@@ -86,6 +86,9 @@ class EngineConfig:
     # on a CPU each run costs about as much as the rest of the pipeline together.
     extra_passes: tuple[Pass, ...] = ()
     zoom: ZoomParams = field(default_factory=ZoomParams)
+    # The aspect views' shorter side, as a fraction of the model's square side
+    # (``preprocess.aspect_view_size``).
+    aspect_scale: float = ASPECT_SCALE
     # "balanced" runs its extra views only while the engine has idle capacity (``idle``):
     # under load a request gets the base view instead of slowing every other one down.
     # Off: every request gets the views its quality asks for (offline, deterministic).
@@ -308,6 +311,8 @@ class ClipEngine:
 
         plain, *extra = await self._each([self.batcher.infer(tensor), *(infer(view) for view in now)])
         if later and is_unsure(plain) and may_add():
+            if any(view.aspect for view in later):
+                wide_input()  # made while the first extra view runs, not after it
             extra += await self._each([infer(view) for view in later])
         return merge_views([plain, *(m for m in extra if m is not None)])
 
@@ -325,9 +330,8 @@ class ClipEngine:
 
     async def _aspect_input(self, rgb: np.ndarray) -> np.ndarray | None:
         """The model input at the photo's own aspect; None for a square-only model or a square photo."""
-        side = self.model.preset.input_size
-        size = aspect_size(rgb.shape[1], rgb.shape[0], side)
-        if not self.model.any_size or size == (side, side):
+        size = aspect_view_size(rgb.shape[1], rgb.shape[0], self.model.preset.input_size, self.config.aspect_scale)
+        if not self.model.any_size or size is None:
             return None
         return await self._cpu(to_model_input, rgb, self.model.preset, size, demand=0)
 

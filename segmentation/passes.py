@@ -9,12 +9,12 @@ the photo one way round only. Optional passes, each one or more model runs per i
   the crop (blended over a border), at the crop's own, finer, resolution.
 * **flip**: the mirrored photo as well, its map mirrored back and averaged in
   (test-time augmentation: the model's left/right whims average out).
-* **aspect**: the photo at its own aspect ratio as well (shorter side 320, e.g.
-  416x320 for 4:3; ``preprocess.aspect_size``), for a model that takes any input
-  size: undistorted shapes, more pixels along the longer side. With flip, its mirror
+* **aspect**: the photo at its own aspect ratio as well (shorter side 0.8 of the
+  model's, e.g. 352x256 for 4:3; ``preprocess.aspect_view_size``), for a model that
+  takes any input size: undistorted shapes, at another scale. With flip, its mirror
   too. The maps are averaged on the larger grid. Alone, the undistorted view is no
   better than the square one; averaged with it (and their mirrors) the errors of the
-  two disagree and cancel.
+  two disagree and cancel, the more so at two scales.
 * **flip-uncertain** / **aspect-uncertain**: the same, only where the first map is
   unsure of itself (``is_unsure``): a wide band of mid-range saliency around a small
   solid object. On the quality benchmark about a quarter of the images get the

@@ -49,6 +49,22 @@ def aspect_size(width: int, height: int, side: int) -> tuple[int, int]:
     return (long_side, side) if width >= height else (side, long_side)
 
 
+# The aspect views' shorter side, as a fraction of the model's square side (u2netp: 256 of
+# 320, a 4:3 photo's view 352x256). Smaller than the square view on purpose: on a CPU it costs
+# ~0.9 of a square run instead of ~1.25 at 416x320, and views of two scales disagree more, so
+# their average is better (benchmarks/quality/README.md, "A smaller aspect view").
+ASPECT_SCALE = 0.8
+
+
+def aspect_view_size(width: int, height: int, side: int, scale: float = ASPECT_SCALE) -> tuple[int, int] | None:
+    """The aspect views' input (w, h) for a ``width`` x ``height`` photo: ``aspect_size`` at
+    ``scale`` x ``side`` (a multiple of 32); None for a photo about square, whose aspect the
+    square view already has."""
+    short = max(_STRIDE, int(round(scale * side / _STRIDE)) * _STRIDE)
+    size = aspect_size(width, height, short)
+    return None if size == (short, short) else size
+
+
 def fit_within(width: int, height: int, side: int) -> tuple[int, int]:
     """The largest size with the same aspect whose longer side is at most ``side``."""
     longest = max(width, height)

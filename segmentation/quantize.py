@@ -165,9 +165,11 @@ def _widened(inputs: np.ndarray, preset: Preset) -> np.ndarray:
     """The (N, 3, S, S) inputs stretched to the "aspect" pass's input for a 4:3 photo."""
     import cv2
 
-    from .preprocess import aspect_size
+    from .preprocess import aspect_view_size
 
-    width, height = aspect_size(4, 3, preset.input_size)
+    size = aspect_view_size(4, 3, preset.input_size)
+    assert size is not None  # 4:3 is never "about square"
+    width, height = size
     return np.stack([cv2.resize(x.transpose(1, 2, 0), (width, height)).transpose(2, 0, 1) for x in inputs])
 
 

@@ -114,28 +114,41 @@ def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
 VIEW_NAMES = {(False, True): "flip", (True, False): "aspect", (True, True): "aspect.flip"}
 
 
-def _view_maps(cache: Path, tag: str, rgb: np.ndarray, model: Callable[..., np.ndarray]) -> dict[str, np.ndarray]:
-    """Every extra view's map of ``rgb`` (mirrored ones as the model gave them)."""
-    from segmentation.preprocess import aspect_size
+def _view_maps(
+    cache: Path, tag: str, rgb: np.ndarray, model: Callable[..., np.ndarray], aspect_scale: float
+) -> dict[str, np.ndarray]:
+    """Every extra view's map of ``rgb`` (mirrored ones as the model gave them).
 
-    side = 320  # u2netp's input
-    size = aspect_size(rgb.shape[1], rgb.shape[0], side)
+    The aspect views are cached by their input size (``NNNN.aspect-352x256.npy``): views
+    at another ``aspect_scale`` are other files.
+    """
+    from segmentation.preprocess import aspect_view_size
+
+    size = aspect_view_size(rgb.shape[1], rgb.shape[0], 320, aspect_scale)  # 320: u2netp's input
     maps = {}
     for (aspect, mirrored), name in VIEW_NAMES.items():
-        if aspect and size == (side, side):
+        if aspect and size is None:
             continue  # the engine skips it too: the square view is the photo's aspect
         seen = np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb
-        maps[name] = _cached(cache / f"{tag}.{name}.npy", lambda: model(seen, size if aspect else None))
+        file = name.replace("aspect", f"aspect-{size[0]}x{size[1]}") if aspect and size else name
+        maps[name] = _cached(cache / f"{tag}.{file}.npy", lambda: model(seen, size if aspect else None))
     return maps
 
 
-def add_passes(item: Item, cache: Path, model: Callable[..., np.ndarray], zoom=None) -> None:  # type: ignore[no-untyped-def]
-    """Cache and attach the extra passes' maps; ``zoom`` is a ``passes.ZoomParams``."""
+def add_passes(  # type: ignore[no-untyped-def]
+    item: Item, cache: Path, model: Callable[..., np.ndarray], zoom=None, aspect_scale: float | None = None
+) -> None:
+    """Cache and attach the extra passes' maps; ``zoom`` is a ``passes.ZoomParams``.
+
+    ``aspect_scale``: the aspect views' side (``preprocess.aspect_view_size``), the engine's by default.
+    """
     from segmentation.passes import ZoomParams, crop, zoom_window
+    from segmentation.preprocess import ASPECT_SCALE
 
     zoom = zoom or ZoomParams()
+    aspect_scale = ASPECT_SCALE if aspect_scale is None else aspect_scale
     key = item.sample["id"]
-    item.extra.update(_view_maps(cache, key, item.work, model))
+    item.extra.update(_view_maps(cache, key, item.work, model, aspect_scale))
     work_size = (item.work.shape[1], item.work.shape[0])
     item.window = zoom_window(item.saliency, work_size, zoom)
     if item.window is None:
@@ -143,7 +156,8 @@ def add_passes(item: Item, cache: Path, model: Callable[..., np.ndarray], zoom=N
     w = item.window
     tag = f"{key}.zoom-{w.left}-{w.top}-{w.right}-{w.bottom}"
     item.extra["zoom"] = _cached(cache / f"{tag}.npy", lambda: model(crop(item.work, w)))
-    item.extra.update({f"zoom-{k}": v for k, v in _view_maps(cache, tag, crop(item.work, w), model).items()})
+    crop_maps = _view_maps(cache, tag, crop(item.work, w), model, aspect_scale)
+    item.extra.update({f"zoom-{k}": v for k, v in crop_maps.items()})
 
 
 def _merged_views(first: np.ndarray, maps: dict[str, np.ndarray], passes: tuple[str, ...]) -> np.ndarray:
@@ -177,11 +191,12 @@ def merged_saliency(item: Item, passes: tuple[str, ...], zoom=None) -> np.ndarra
 
 def load(
     data_dir: Path, split: str = "tune", limit: int | None = None, passes: bool = False, zoom=None,  # type: ignore[no-untyped-def]
-    precision: str = "int8",
+    precision: str = "int8", aspect_scale: float | None = None,
 ) -> list[Item]:
     """The split's items with their model maps, cached under ``cache/<precision>/``.
 
-    ``precision``: int8 is what a CPU server runs (``ARCLIP_MODEL_PRECISION=auto``).
+    ``precision``: int8 is what a CPU server runs (``ARCLIP_MODEL_PRECISION=auto``);
+    ``aspect_scale``: the aspect views' side (``add_passes``).
     """
     samples = json.loads((data_dir / "manifest.json").read_text())["samples"]
     if split != "all":
@@ -201,7 +216,7 @@ def load(
             shadow = np.asarray(Image.open(data_dir / s["shadow_map"]).convert("L"))
         item = Item(s, saliency, work, full, gt, fg, shadow)
         if passes:
-            add_passes(item, cache, model, zoom)
+            add_passes(item, cache, model, zoom, aspect_scale)
         items.append(item)
     return items
 

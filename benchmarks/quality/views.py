@@ -6,8 +6,10 @@ Candidates are plans of views (``tune.VIEW_NAMES``: the square input, "flip", "a
 "aspect.flip") for every photo, and more for the photos whose first map is unsure
 (``passes.is_unsure``). "main" is the view that runs first (and that the unsure rule
 reads): the squeezed square, or the photo's own aspect ("aspect"; a square photo has
-no other, so there it is the square). Cost: mean model runs per photo, counting a
-416x320 run as 1.3 of a 320x320 one (its pixels). Scores: the four measures of
+no other, so there it is the square). The aspect views are at the engine's scale
+(``preprocess.aspect_view_size``: 352x256 for 4:3) unless ``--aspect-scale`` says otherwise
+(1.0: 416x320, the earlier size). Cost: mean model runs per photo, counting an aspect run
+by its pixels against a 320x320 one (``view_costs``). Scores: the four measures of
 ``metrics`` after the engine's mask-to-alpha, per half, against rembg's figures
 from ``python -m benchmarks.quality`` (README, "Results").
 
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from segmentation.preprocess import ASPECT_SCALE
 
 from .metrics import HIGHER_IS_BETTER
 from .tune import evaluate, load
@@ -64,13 +68,17 @@ PLANS = (
     Plan("square + aspect for all, aspect.flip if unsure", "square", always=("aspect",), unsure=("aspect.flip",)),
     Plan("square + flip,aspect,aspect.flip for all (gpu)", "square", always=("flip", "aspect", "aspect.flip")),
 )
-COST = {"square": 1.0, "flip": 1.0, "aspect": 1.3, "aspect.flip": 1.3}
+def view_costs(aspect_scale: float) -> dict[str, float]:
+    """Each view's model run in square-run units, by its pixels: a 4:3 aspect view at ``aspect_scale``
+    (measured int8, two threads: 416x320 1.23-1.30, 352x256 0.86-0.92)."""
+    aspect = 1.3 * aspect_scale**2
+    return {"square": 1.0, "flip": 1.0, "aspect": aspect, "aspect.flip": aspect}
 
 
-def unsure_cost(plan: Plan) -> float:
+def unsure_cost(plan: Plan, costs: dict[str, float]) -> float:
     """Model runs (square-run units) for a 4:3 photo whose main map is unsure."""
     views = {plan.main, *plan.always, *plan.unsure}
-    return sum(COST[v] for v in views)
+    return sum(costs[v] for v in views)
 
 
 def _view(item, name: str) -> np.ndarray | None:  # type: ignore[no-untyped-def]
@@ -82,7 +90,7 @@ def _view(item, name: str) -> np.ndarray | None:  # type: ignore[no-untyped-def]
     return found[..., ::-1] if name.endswith("flip") else found
 
 
-def plan_saliency(item, plan: Plan) -> tuple[np.ndarray, float, bool]:  # type: ignore[no-untyped-def]
+def plan_saliency(item, plan: Plan, costs: dict[str, float]) -> tuple[np.ndarray, float, bool]:  # type: ignore[no-untyped-def]
     """The merged map, its cost in square-run units, and whether the unsure views ran."""
     from segmentation.passes import is_unsure, merge_views
 
@@ -95,7 +103,7 @@ def plan_saliency(item, plan: Plan) -> tuple[np.ndarray, float, bool]:  # type: 
         names += [n for n in plan.unsure if n != main_name and n not in names]
     maps = [(n, _view(item, n)) for n in names]
     maps = [(n, m) for n, m in maps if m is not None]
-    cost = COST[main_name] + sum(COST[n] for n, _ in maps)
+    cost = costs[main_name] + sum(costs[n] for n, _ in maps)
     return merge_views([main, *(m for _, m in maps)]), cost, unsure
 
 
@@ -108,11 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", default="tune,heldout,other", help="comma list of tune, heldout, other")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--plans", default="", help="comma list of plan numbers (default: all)")
+    parser.add_argument(
+        "--aspect-scale", type=float, default=ASPECT_SCALE,
+        help=f"the aspect views' shorter side / the model's side (the engine's: {ASPECT_SCALE}; 1.0: 416x320 for 4:3)",
+    )
     args = parser.parse_args(argv)
+    view_cost = view_costs(args.aspect_scale)
     chosen = [PLANS[int(i)] for i in args.plans.split(",") if i.strip()] or list(PLANS)
     where = {"tune": (args.data, "tune"), "heldout": (args.data, "heldout"), "other": (args.other, "all")}
     parts = {
-        part: load(where[part][0], where[part][1], passes=True, precision=args.precision)
+        part: load(where[part][0], where[part][1], passes=True, precision=args.precision, aspect_scale=args.aspect_scale)
         for part in args.parts.split(",")
     }
     originals = {part: [item.saliency for item in items] for part, items in parts.items()}
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for plan in chosen:
         for part, items in parts.items():
-            planned = [plan_saliency(item, plan) for item in items]
+            planned = [plan_saliency(item, plan, view_cost) for item in items]
             costs = [cost for _, cost, _ in planned]
             unsure = sum(extra for _, _, extra in planned)
             for item, (merged, _, _) in zip(items, planned):
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 for m in MEASURES
             )
             print(
-                f"{plan.name:<56}{part:<9}{np.mean(costs):>6.2f}{unsure / len(items):>8.0%}{unsure_cost(plan):>12.1f}  "
+                f"{plan.name:<56}{part:<9}{np.mean(costs):>6.2f}{unsure / len(items):>8.0%}{unsure_cost(plan, view_cost):>12.1f}  "
                 + "  ".join(f"{result[m]:>8.4f}" for m in MEASURES) + f"  {wins}/4",
                 flush=True,
             )

@@ -2,7 +2,7 @@
 
 - A mirror-equivariant model gives the same map with the flip pass as without it
   (the mirrored run is mirrored back before averaging).
-- The aspect view's input keeps the photo's aspect (shorter side 320, multiples of 32,
+- The aspect view's input keeps the photo's aspect (shorter side 0.8 of the model's, multiples of 32,
   at most 2:1); a square photo gets none; maps of different grids average on the larger.
 - The zoom window boxes the first pass's object, with its margin, in working pixels,
   and is skipped when nothing is salient or the object already fills the frame.
@@ -38,7 +38,7 @@ from segmentation.passes import (
     zoom_merge,
     zoom_window,
 )
-from segmentation.preprocess import aspect_size, flipped_input, to_model_input
+from segmentation.preprocess import aspect_size, aspect_view_size, flipped_input, to_model_input
 from segmentation.session import FunctionModel
 from tests.conftest import alpha_box, encode_image, photo
 
@@ -147,6 +147,17 @@ def test_aspect_size_keeps_the_photos_aspect_in_multiples_of_32() -> None:
     assert aspect_size(1000, 1000, 320) == (320, 320)  # square: the square input itself
     assert aspect_size(1030, 1000, 320) == (320, 320)
     assert aspect_size(6000, 1000, 320) == (640, 320)  # a panorama: capped at 2:1
+
+
+def test_the_aspect_views_are_smaller_than_the_square_one_and_skip_a_square_photo() -> None:
+    assert aspect_view_size(4032, 3024, 320) == (352, 256)  # shorter side 0.8 x 320
+    assert aspect_view_size(3024, 4032, 320) == (256, 352)
+    assert aspect_view_size(4032, 3024, 320, scale=1.0) == (416, 320)
+    assert aspect_view_size(6000, 1000, 320) == (512, 256)  # capped at 2:1
+    assert aspect_view_size(1000, 1000, 320) is None  # about square: the square view is its aspect
+    assert aspect_view_size(1030, 1000, 320) is None
+    assert aspect_view_size(1024, 1024, 1024) is None
+    assert aspect_view_size(1365, 1024, 1024) == (1120, 832)  # another model's side: multiples of 32
 
 
 def test_plan_views_runs_unconditional_views_first_and_the_rest_when_unsure() -> None:
@@ -308,7 +319,7 @@ def test_engine_flip_uncertain_runs_the_model_again_only_when_unsure() -> None:
 
 
 def test_engine_uncertain_passes_add_every_view_only_when_unsure() -> None:
-    data = encode_image(photo(320, 240), "PNG")  # 4:3: an aspect view of 416x320
+    data = encode_image(photo(320, 240), "PNG")  # 4:3: an aspect view of 352x256
     passes = ("flip-uncertain", "aspect-uncertain")
     assert sum(_cut_with(_redness, passes, data).batches) == 1
     assert sum(_cut_with(_uncertain_redness, passes, data).batches) == 4  # mirror, wide, wide mirror
@@ -328,7 +339,7 @@ def test_engine_aspect_view_runs_at_the_photos_aspect_and_cuts_the_same_object()
     shapes: list[tuple[int, ...]] = []
     model = _cut_with(_recording(shapes), ("flip", "aspect"), data)
     assert sum(model.batches) == 4
-    assert sorted(shapes) == [(3, 320, 320)] * 2 + [(3, 320, 416)] * 2
+    assert sorted(shapes) == [(3, 256, 352)] * 2 + [(3, 320, 320)] * 2  # the aspect views at 0.8 of the side
     both, _ = _cut(("flip", "aspect"), data)
     assert alpha_box(both) == pytest.approx(alpha_box(plain), abs=3)
     assert np.abs(both.astype(int) - plain.astype(int)).mean() < 1.0
@@ -353,7 +364,7 @@ def test_engine_aspect_view_of_a_panorama_is_capped_at_two_to_one() -> None:
     shapes: list[tuple[int, ...]] = []
     model = _cut_with(_recording(shapes), ("flip", "aspect"), data)
     assert sum(model.batches) == 4
-    assert sorted(shapes) == [(3, 320, 320)] * 2 + [(3, 320, 640)] * 2
+    assert sorted(shapes) == [(3, 256, 512)] * 2 + [(3, 320, 320)] * 2
 
 
 # --- load-aware passes ----------------------------------------------------------------
