@@ -20,8 +20,9 @@ the photo one way round only. Optional passes, each one or more model runs per i
   solid object. On the quality benchmark about a quarter of the images get the
   extra runs, and they hold nearly all of the gain.
 
-The merged map is on a grid of the working image's aspect (not the model's square),
-so ``alpha.refine_alpha`` takes it as it takes a plain model map.
+The merged map is on the largest of the views' grids (the 320x320 square beside a
+352x256 aspect view), and ``alpha.refine_alpha`` takes it as it takes a plain model map:
+it resizes any grid to the working image's.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ PLANS = (
     Plan("square + aspect for all, aspect.flip if unsure", "square", always=("aspect",), unsure=("aspect.flip",)),
     Plan("square + flip,aspect,aspect.flip for all (gpu)", "square", always=("flip", "aspect", "aspect.flip")),
 )
+
+
 def view_costs(aspect_scale: float) -> dict[str, float]:
     """Each view's model run in square-run units, by its pixels: a 4:3 aspect view at ``aspect_scale``
     (measured int8, two threads: 416x320 1.23-1.30, 352x256 0.86-0.92)."""
