@@ -89,6 +89,10 @@ class EngineConfig:
     # The aspect views' shorter side, as a fraction of the model's square side
     # (``preprocess.aspect_view_size``).
     aspect_scale: float = ASPECT_SCALE
+    # The first model view is the photo at its own aspect (what ``fast``, a shedding
+    # ``balanced`` and the unsure rule get), not the model's squeezed square: alone it is
+    # better and cheaper (benchmarks/quality/README.md, "The photo's aspect first").
+    aspect_first: bool = True
     # "balanced" runs its extra views only while the engine has idle capacity (``idle``):
     # under load a request gets the base view instead of slowing every other one down.
     # Off: every request gets the views its quality asks for (offline, deterministic).
@@ -251,14 +255,13 @@ class ClipEngine:
             full_task = decode_full()
         try:
             work, full = await self._decode(data, info, (work_w, work_h), (out_w, out_h))
-            tensor = await self._cpu(to_model_input, work.rgb, self.model.preset)
             if separate_full and full_task is None:
                 full_task = decode_full()
             views = self._views[options.quality]
             # "balanced" asks again before each extra run whether the engine has room for it.
             may_add = self.idle if self.config.load_aware_passes and options.quality == "balanced" else _always
             ran = {"base"}
-            saliency = await self._saliency(work.rgb, tensor, views, may_add, ran)
+            saliency = await self._saliency(work.rgb, views, may_add, ran)
             if full_task is not None:
                 full = await full_task
         finally:
@@ -276,32 +279,47 @@ class ClipEngine:
     async def _saliency(
         self,
         rgb: np.ndarray,
-        tensor: np.ndarray,
         views: tuple[list[View], list[View]],
         may_add: Callable[[], bool] = _always,
         ran: set[str] | None = None,
     ) -> np.ndarray:
-        """The model's map of ``rgb`` (``tensor`` its square input), with the extra views merged in.
+        """The model's map of ``rgb``, with the extra views merged in.
 
-        The views of "flip"/"aspect" run with the first one; those of the -uncertain
-        passes follow only when the first map is unsure of itself (``passes.is_unsure``).
-        Either runs only when ``may_add()`` says so; ``ran`` collects the passes that did.
+        The first view is the photo at its own aspect (``aspect_first``; the square where the
+        photo is about square or the model takes only its square). The views of "flip"/"aspect"
+        run with it; those of the -uncertain passes follow only when the first map is unsure of
+        itself (``passes.is_unsure``). Either runs only when ``may_add()`` says so; ``ran``
+        collects the passes that did.
         """
         now, later = views
         ran = set() if ran is None else ran
         if now and not may_add():
             now, later = [], []
         wide: asyncio.Future[np.ndarray | None] | None = None
+        square: asyncio.Future[np.ndarray] | None = None
 
         def wide_input() -> asyncio.Future[np.ndarray | None]:
-            nonlocal wide  # made once, for the aspect view and its mirror
+            nonlocal wide  # made once, for every view at the photo's aspect
             if wide is None:
                 wide = asyncio.ensure_future(self._aspect_input(rgb))
             return wide
 
+        def square_input() -> asyncio.Future[np.ndarray]:
+            nonlocal square  # made once, and only where a view needs it
+            if square is None:
+                square = asyncio.ensure_future(self._cpu(to_model_input, rgb, self.model.preset))
+            return square
+
+        first = await wide_input() if self.config.aspect_first else None
+        first_is_aspect = first is not None
+
         async def infer(view: View) -> np.ndarray | None:
-            """One view's map, mirrored back where it was mirrored; None where it adds nothing."""
-            seen = await wide_input() if view.aspect else tensor
+            """One view's map, mirrored back where it was mirrored; None where it adds nothing.
+
+            A view is planned against a square first view ("flip": its mirror, "aspect": the
+            other shape); after an aspect first view the shapes trade places.
+            """
+            seen = await (wide_input() if view.aspect != first_is_aspect else square_input())
             if seen is None:
                 return None
             ran.add("aspect" if view.aspect else "flip")
@@ -309,7 +327,8 @@ class ClipEngine:
                 return await self.batcher.infer(seen)
             return (await self.batcher.infer(flipped_input(seen)))[..., ::-1]
 
-        plain, *extra = await self._each([self.batcher.infer(tensor), *(infer(view) for view in now)])
+        base = first if first is not None else await square_input()
+        plain, *extra = await self._each([self.batcher.infer(base), *(infer(view) for view in now)])
         if later and is_unsure(plain) and may_add():
             if any(view.aspect for view in later):
                 wide_input()  # made while the first extra view runs, not after it
@@ -350,8 +369,7 @@ class ClipEngine:
             return saliency
         ran.add("zoom")
         cropped = crop(work_rgb, window)
-        tensor = await self._cpu(to_model_input, cropped, self.model.preset)
-        zoomed = await self._saliency(cropped, tensor, views, may_add, ran)
+        zoomed = await self._saliency(cropped, views, may_add, ran)
         return zoom_merge(saliency, zoomed, window, work_size, self.model.preset.input_size, self.config.zoom)
 
     async def _decode(

@@ -229,6 +229,7 @@ class _LeanRecorder:
         self.preset = self.inner.preset
         self.provider = "test"
         self.max_batch = 1
+        self.any_size = self.inner.any_size
         self.can_run_lean = True
         self.runs: list[bool] = []
 

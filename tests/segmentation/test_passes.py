@@ -232,11 +232,12 @@ def test_crop_takes_the_window() -> None:
 # --- engine ----------------------------------------------------------------------
 
 
-def _cut_by(model: FunctionModel, passes: tuple[str, ...], data: bytes) -> np.ndarray:
+def _cut_by(model: FunctionModel, passes: tuple[str, ...], data: bytes, aspect_first: bool = True) -> np.ndarray:
     """The engine's alpha for ``data`` with ``model`` and these extra passes."""
 
     async def go() -> np.ndarray:
-        engine = ClipEngine(model, EngineConfig(concurrency=1, extra_passes=passes, tune_malloc=False))  # type: ignore[arg-type]
+        config = EngineConfig(concurrency=1, extra_passes=passes, aspect_first=aspect_first, tune_malloc=False)  # type: ignore[arg-type]
+        engine = ClipEngine(model, config)
         await engine.start()
         try:
             return (await engine.cut(data, ClipOptions())).alpha
@@ -343,6 +344,32 @@ def test_engine_aspect_view_runs_at_the_photos_aspect_and_cuts_the_same_object()
     both, _ = _cut(("flip", "aspect"), data)
     assert alpha_box(both) == pytest.approx(alpha_box(plain), abs=3)
     assert np.abs(both.astype(int) - plain.astype(int)).mean() < 1.0
+
+
+def test_engine_sees_the_photo_at_its_own_aspect_first_and_the_square_only_where_unsure() -> None:
+    data = encode_image(photo(320, 240), "PNG")
+    inputs: list[np.ndarray] = []
+
+    def recording(x: np.ndarray) -> np.ndarray:
+        inputs.append(x.copy())
+        return _uncertain_redness(x)
+
+    # The first map reads as unsure: the first view's mirror, then the square and its mirror.
+    _cut_with(recording, ("flip-uncertain", "aspect-uncertain"), data)
+    assert [x.shape for x in inputs] == [(3, 256, 352)] * 2 + [(3, 320, 320)] * 2
+    assert np.array_equal(inputs[1], inputs[0][..., ::-1]) and np.array_equal(inputs[3], inputs[2][..., ::-1])
+    # "flip" alone mirrors the first view, whichever shape it has.
+    inputs.clear()
+    _cut_with(recording, ("flip-uncertain",), data)
+    assert [x.shape for x in inputs] == [(3, 256, 352)] * 2 and np.array_equal(inputs[1], inputs[0][..., ::-1])
+    # A crisp photo is seen once, at its own aspect (what "fast" and a shedding server run).
+    shapes: list[tuple[int, ...]] = []
+    _cut_with(_recording(shapes), ("flip-uncertain", "aspect-uncertain"), data)
+    assert shapes == [(3, 256, 352)]
+    # With the square first (``aspect_first=False``) the same views run the other way round.
+    inputs.clear()
+    _cut_by(FunctionModel(PRESET, recording, max_batch=1), ("flip-uncertain", "aspect-uncertain"), data, aspect_first=False)
+    assert [x.shape for x in inputs] == [(3, 320, 320)] * 2 + [(3, 256, 352)] * 2
 
 
 def test_engine_skips_the_aspect_view_for_a_square_photo_or_a_square_only_model() -> None:
