@@ -6,8 +6,9 @@ Pipeline for one image (CPU stages on a thread pool, inference on the batcher):
                  └─► full decode (only when the output needs it) ──────────────────┴─► alpha ─► compose ─► encode
 
 With ``extra_passes`` (``passes.py``; ``ARCLIP_EXTRA_PASSES``; the engine's own
-default is none, the server's is chosen by ``passes.choose_passes``) the model also
-runs on the mirrored input ("flip"), on the photo at its own aspect ratio ("aspect"),
+default is none, the server's is chosen by ``passes.choose_passes``) the model runs
+first on the photo at its own aspect ratio (``aspect_first``), and also on the mirrored
+input ("flip"), on the photo squeezed into the model's square ("aspect"),
 either only when the first map is unsure ("-uncertain"), and/or on the crop around the
 first pass's object ("zoom"), and the maps are merged before refinement. A request's
 ``quality`` picks among them: "fast" none, "balanced" the configured ones, "best" every one.
@@ -331,7 +332,8 @@ class ClipEngine:
         plain, *extra = await self._each([self.batcher.infer(base), *(infer(view) for view in now)])
         if later and is_unsure(plain) and may_add():
             if any(view.aspect for view in later):
-                wide_input()  # made while the first extra view runs, not after it
+                # The other shape's input, made while the first extra view runs.
+                (square_input if first_is_aspect else wide_input)()
             extra += await self._each([infer(view) for view in later])
         return merge_views([plain, *(m for m in extra if m is not None)])
 

@@ -1,20 +1,23 @@
 """Extra model passes over one photo, and how their saliency maps merge into one.
 
-The model sees the whole photo squeezed into its 320x320 input, so a small object
-gets few input pixels and its thin parts are lost, shapes are stretched, and it sees
-the photo one way round only. Optional passes, each one or more model runs per image:
+One view of the photo is the model's own square input (320x320: the photo squeezed),
+another the photo at its own aspect ratio (``preprocess.aspect_view_size``: shorter side
+0.8 of the model's, e.g. 352x256 for 4:3), for a model that takes any input size. The
+engine runs the aspect one first (``EngineConfig.aspect_first``; the square where the photo
+is about square or the model takes nothing else): alone it is the better of the two. Either
+way a small object gets few input pixels, and the model sees the photo one way round only.
+Optional passes, each one or more model runs per image, planned against a square first view
+(after an aspect first view the two shapes trade places):
 
 * **zoom**: a second run on the crop around the first pass's object (with a margin
   for context), so the object fills the input; its map replaces the first one inside
   the crop (blended over a border), at the crop's own, finer, resolution.
 * **flip**: the mirrored photo as well, its map mirrored back and averaged in
   (test-time augmentation: the model's left/right whims average out).
-* **aspect**: the photo at its own aspect ratio as well (shorter side 0.8 of the
-  model's, e.g. 352x256 for 4:3; ``preprocess.aspect_view_size``), for a model that
-  takes any input size: undistorted shapes, at another scale. With flip, its mirror
-  too. The maps are averaged on the larger grid. Alone, the undistorted view is no
-  better than the square one; averaged with it (and their mirrors) the errors of the
-  two disagree and cancel, the more so at two scales.
+* **aspect**: the other shape as well (the photo at its own aspect beside the square,
+  or the square beside the aspect one). With flip, its mirror too. The maps are averaged
+  on the larger grid: the two views' errors disagree and cancel, the more so at two
+  scales.
 * **flip-uncertain** / **aspect-uncertain**: the same, only where the first map is
   unsure of itself (``is_unsure``): a wide band of mid-range saliency around a small
   solid object. On the quality benchmark about a quarter of the images get the

@@ -9,8 +9,10 @@ computed once per image (``cache/NNNN.npy``) and only ``saliency_to_alpha`` (plu
 the foreground colour estimate) runs again. The decode path mirrors the engine's:
 a reduced decode for the working image and a full one for the output.
 With ``--extra-passes`` the extra model runs (``segmentation.passes``) are cached
-as well (``NNNN.flip.npy``, ``NNNN.aspect.npy``, ``NNNN.aspect.flip.npy``,
-``NNNN.zoom-<window>.npy`` and its views) and merged as the engine does.
+as well (``NNNN.flip.npy``, ``NNNN.aspect-352x256.npy``, ``NNNN.aspect-352x256.flip.npy``,
+``NNNN.zoom-<window>.npy`` and its views) and merged as the engine does (the photo's own
+aspect first). Without them the square view alone is scored, not the engine's one pass
+(``quality=fast`` runs the aspect view; ``python -m benchmarks.quality.views --plans 5``).
 Tune on the even seeds; look at the odd ones only to report.
 """
 
@@ -160,14 +162,22 @@ def add_passes(  # type: ignore[no-untyped-def]
     item.extra.update({f"zoom-{k}": v for k, v in crop_maps.items()})
 
 
-def _merged_views(first: np.ndarray, maps: dict[str, np.ndarray], passes: tuple[str, ...]) -> np.ndarray:
-    """As ``ClipEngine._saliency`` merges: the planned views, the later ones only when unsure."""
+def _merged_views(square: np.ndarray, maps: dict[str, np.ndarray], passes: tuple[str, ...]) -> np.ndarray:
+    """As ``ClipEngine._saliency`` merges: the planned views, the later ones only when unsure.
+
+    ``square`` is the square view's map; ``maps`` the other views' (``VIEW_NAMES``).
+    """
     from segmentation.passes import is_unsure, merge_views, plan_views
 
     now, later = plan_views(passes)  # type: ignore[arg-type]
+    # The engine sees the photo's own aspect first where it has one (``EngineConfig.aspect_first``);
+    # the views are planned against a square first view, so after an aspect one the shapes trade places.
+    aspect_first = "aspect" in maps
+    found = {**maps, "square": square}
+    first = maps["aspect"] if aspect_first else square
     views = now + (later if later and is_unsure(first) else [])
-    names = [VIEW_NAMES[(v.aspect, v.mirrored)] for v in views]
-    return merge_views([first, *(maps[n][..., ::-1] if n.endswith("flip") else maps[n] for n in names if n in maps)])
+    names = [VIEW_NAMES.get((v.aspect != aspect_first, v.mirrored), "square") for v in views]
+    return merge_views([first, *(found[n][..., ::-1] if n.endswith("flip") else found[n] for n in names if n in found)])
 
 
 def merged_saliency(item: Item, passes: tuple[str, ...], zoom=None) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(p.endswith("-uncertain") for p in passes):
         from segmentation.passes import is_unsure
 
-        unsure = sum(is_unsure(item.saliency) for item in items)
+        unsure = sum(is_unsure(item.extra.get("aspect", item.saliency)) for item in items)  # the first view's map
         print(f"-uncertain passes: extra views on {unsure}/{len(items)} images ({unsure / max(len(items), 1):.0%})")
     for item in items:
         if passes:

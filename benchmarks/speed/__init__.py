@@ -9,7 +9,7 @@ iPhone-style portrait with EXIF orientation 6), written to ``.bench/speed/``
 (git-ignored) and reused while the recipe is unchanged. Three sets by default
 (``unsure.py``): composites like ``benchmarks/quality``'s, sorted by the server's
 own engine into "unsure" (every photo gets the CPU default's extra views: the
-worst case) and "sure" (none does), and "mix" (the quality set's share, 26 %,
+worst case) and "sure" (none does), and "mix" (the quality set's share, 30 %,
 unsure). Each runs with every ``quality=`` (fast, balanced, best); rembg once per
 set; ratios pair both on the same photos in the same run. ``--sets blobs``: the
 earlier procedural photos (``images.py``).

@@ -236,7 +236,9 @@ def _cut_by(model: FunctionModel, passes: tuple[str, ...], data: bytes, aspect_f
     """The engine's alpha for ``data`` with ``model`` and these extra passes."""
 
     async def go() -> np.ndarray:
-        config = EngineConfig(concurrency=1, extra_passes=passes, aspect_first=aspect_first, tune_malloc=False)  # type: ignore[arg-type]
+        config = EngineConfig(
+            concurrency=1, extra_passes=passes, aspect_first=aspect_first, tune_malloc=False  # type: ignore[arg-type]
+        )
         engine = ClipEngine(model, config)
         await engine.start()
         try:
@@ -368,7 +370,8 @@ def test_engine_sees_the_photo_at_its_own_aspect_first_and_the_square_only_where
     assert shapes == [(3, 256, 352)]
     # With the square first (``aspect_first=False``) the same views run the other way round.
     inputs.clear()
-    _cut_by(FunctionModel(PRESET, recording, max_batch=1), ("flip-uncertain", "aspect-uncertain"), data, aspect_first=False)
+    square_first = FunctionModel(PRESET, recording, max_batch=1)
+    _cut_by(square_first, ("flip-uncertain", "aspect-uncertain"), data, aspect_first=False)
     assert [x.shape for x in inputs] == [(3, 320, 320)] * 2 + [(3, 256, 352)] * 2
 
 
