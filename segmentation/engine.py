@@ -315,12 +315,8 @@ class ClipEngine:
         first_is_aspect = first is not None
 
         async def infer(view: View) -> np.ndarray | None:
-            """One view's map, mirrored back where it was mirrored; None where it adds nothing.
-
-            A view is planned against a square first view ("flip": its mirror, "aspect": the
-            other shape); after an aspect first view the shapes trade places.
-            """
-            seen = await (wide_input() if view.aspect != first_is_aspect else square_input())
+            """One view's map, mirrored back where it was mirrored; None where it adds nothing."""
+            seen = await (wide_input() if view.at_aspect(first_is_aspect) else square_input())
             if seen is None:
                 return None
             ran.add("aspect" if view.aspect else "flip")

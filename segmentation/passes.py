@@ -110,6 +110,12 @@ class View:
     aspect: bool  # at the photo's own aspect ratio (else the model's square)
     mirrored: bool
 
+    def at_aspect(self, first_is_aspect: bool) -> bool:
+        """Whether this view runs at the photo's aspect: views are planned against a square
+        first view ("flip" its mirror, "aspect" the other shape), so after an aspect first
+        view the two shapes trade places."""
+        return self.aspect != first_is_aspect
+
 
 def _views(flip: bool, aspect: bool) -> list[View]:
     views = [View(aspect=False, mirrored=True)] if flip else []

@@ -170,13 +170,12 @@ def _merged_views(square: np.ndarray, maps: dict[str, np.ndarray], passes: tuple
     from segmentation.passes import is_unsure, merge_views, plan_views
 
     now, later = plan_views(passes)  # type: ignore[arg-type]
-    # The engine sees the photo's own aspect first where it has one (``EngineConfig.aspect_first``);
-    # the views are planned against a square first view, so after an aspect one the shapes trade places.
+    # The engine sees the photo's own aspect first where it has one (``EngineConfig.aspect_first``).
     aspect_first = "aspect" in maps
     found = {**maps, "square": square}
     first = maps["aspect"] if aspect_first else square
     views = now + (later if later and is_unsure(first) else [])
-    names = [VIEW_NAMES.get((v.aspect != aspect_first, v.mirrored), "square") for v in views]
+    names = [VIEW_NAMES.get((v.at_aspect(aspect_first), v.mirrored), "square") for v in views]
     return merge_views([first, *(found[n][..., ::-1] if n.endswith("flip") else found[n] for n in names if n in found)])
 
 
