@@ -52,7 +52,7 @@ from .errors import Overloaded
 from .matting import estimate_foreground
 from .options import ClipOptions
 from .passes import (
-    PASSES,
+    EVERY_VIEW,
     Pass,
     View,
     ZoomParams,
@@ -153,7 +153,7 @@ class ClipEngine:
         # The passes each ``quality`` runs (same price): "balanced" is the configured set,
         # "fast" none, "best" each pass on every image (a square-only model skips "aspect" itself).
         self._passes: dict[str, tuple[Pass, ...]] = {
-            "fast": (), "balanced": self.config.extra_passes, "best": tuple(p for p in PASSES if "-" not in p),
+            "fast": (), "balanced": self.config.extra_passes, "best": EVERY_VIEW,
         }
         self._views = {quality: plan_views(passes) for quality, passes in self._passes.items()}
 
@@ -308,7 +308,9 @@ class ClipEngine:
         def square_input() -> asyncio.Future[np.ndarray]:
             nonlocal square  # made once, and only where a view needs it
             if square is None:
-                square = asyncio.ensure_future(self._cpu(to_model_input, rgb, self.model.preset))
+                # Short, and this request's own: not a reason for its next view to run lean
+                # (made beside the first extra view, it used to halve that view's threads).
+                square = asyncio.ensure_future(self._cpu(to_model_input, rgb, self.model.preset, demand=0))
             return square
 
         first = await wide_input() if self.config.aspect_first else None

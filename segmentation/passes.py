@@ -18,10 +18,15 @@ Optional passes, each one or more model runs per image, planned against a square
   or the square beside the aspect one). With flip, its mirror too. The maps are averaged
   on the larger grid: the two views' errors disagree and cancel, the more so at two
   scales.
-* **flip-uncertain** / **aspect-uncertain**: the same, only where the first map is
-  unsure of itself (``is_unsure``): a wide band of mid-range saliency around a small
-  solid object. On the quality benchmark about a quarter of the images get the
-  extra runs, and they hold nearly all of the gain.
+* **aspect-flip**: the other shape's mirror alone (without its plain view): with flip,
+  two mirrored views, one of each shape.
+* **flip-uncertain** / **aspect-uncertain** / **aspect-flip-uncertain**: the same, only
+  where the first map is unsure of itself (``is_unsure``): a wide band of mid-range
+  saliency around a small solid object. On the quality benchmark about a quarter of the
+  images get the extra runs, and they hold nearly all of the gain. A CPU's default is
+  ``flip-uncertain,aspect-flip-uncertain``: an unsure photo gets the first view's mirror
+  and the other shape's mirror, two more runs (benchmarks/quality/README.md, "Two
+  mirrored views").
 
 The merged map is on the largest of the views' grids (the 320x320 square beside a
 352x256 aspect view), and ``alpha.refine_alpha`` takes it as it takes a plain model map:
@@ -37,8 +42,13 @@ from typing import Literal
 import cv2
 import numpy as np
 
-Pass = Literal["zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain"]
-PASSES: tuple[Pass, ...] = ("zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain")
+Pass = Literal["zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain", "aspect-flip", "aspect-flip-uncertain"]
+PASSES: tuple[Pass, ...] = (
+    "zoom", "flip", "flip-uncertain", "aspect", "aspect-uncertain", "aspect-flip", "aspect-flip-uncertain",
+)
+# The passes that run on every image (what ``quality=best`` asks for): "aspect" with "flip"
+# includes the other shape's mirror.
+EVERY_VIEW: tuple[Pass, ...] = ("zoom", "flip", "aspect")
 
 
 def parse_passes(value: str | Sequence[str] | None) -> tuple[Pass, ...]:
@@ -50,7 +60,7 @@ def parse_passes(value: str | Sequence[str] | None) -> tuple[Pass, ...]:
     unknown = wanted - set(PASSES)
     if unknown:
         raise ValueError(f"unknown saliency pass(es) {sorted(unknown)}; choose from {', '.join(PASSES)}")
-    for always in ("flip", "aspect"):
+    for always in ("flip", "aspect", "aspect-flip"):
         if always in wanted:
             wanted.discard(f"{always}-uncertain")  # it always runs: nothing left to decide
     return tuple(p for p in PASSES if p in wanted)
@@ -66,7 +76,8 @@ _BATCHING_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProv
 
 
 def choose_passes(requested: str, provider: str, any_size: bool = True) -> tuple[Pass, ...]:
-    """``"auto"``: flip and aspect on a GPU, their -uncertain kinds on a CPU; else as parsed.
+    """``"auto"``: flip and aspect on a GPU; on a CPU, where unsure, the two mirrored views
+    (``flip-uncertain,aspect-flip-uncertain``); else as parsed.
 
     ``any_size``: whether the model takes inputs other than its square; where it does
     not, the aspect passes are left out.
@@ -76,7 +87,7 @@ def choose_passes(requested: str, provider: str, any_size: bool = True) -> tuple
     elif provider in _BATCHING_PROVIDERS:
         chosen = ("flip", "aspect")
     else:
-        chosen = ("flip-uncertain", "aspect-uncertain")
+        chosen = ("flip-uncertain", "aspect-flip-uncertain")
     return chosen if any_size else tuple(p for p in chosen if not p.startswith("aspect"))
 
 
@@ -117,20 +128,20 @@ class View:
         return self.aspect != first_is_aspect
 
 
-def _views(flip: bool, aspect: bool) -> list[View]:
+def _views(flip: bool, aspect: bool, aspect_flip: bool) -> list[View]:
     views = [View(aspect=False, mirrored=True)] if flip else []
     if aspect:
         views.append(View(aspect=True, mirrored=False))
-        if flip:
-            views.append(View(aspect=True, mirrored=True))
+    if aspect_flip or (aspect and flip):
+        views.append(View(aspect=True, mirrored=True))
     return views
 
 
 def plan_views(passes: Sequence[Pass]) -> tuple[list[View], list[View]]:
     """The extra views to run with the first pass, and those to add when it ``is_unsure``."""
-    flip, aspect = "flip" in passes, "aspect" in passes
-    now = _views(flip, aspect)
-    later = _views(flip or "flip-uncertain" in passes, aspect or "aspect-uncertain" in passes)
+    kinds = ("flip", "aspect", "aspect-flip")
+    now = _views(*(kind in passes for kind in kinds))
+    later = _views(*(kind in passes or f"{kind}-uncertain" in passes for kind in kinds))
     return now, [v for v in later if v not in now]
 
 

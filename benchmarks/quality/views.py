@@ -67,6 +67,8 @@ PLANS = (
     Plan("square + aspect for all, flip,aspect.flip if unsure", "square", always=("aspect",), unsure=("flip", "aspect.flip")),
     Plan("square + aspect for all, aspect.flip if unsure", "square", always=("aspect",), unsure=("aspect.flip",)),
     Plan("square + flip,aspect,aspect.flip for all (gpu)", "square", always=("flip", "aspect", "aspect.flip")),
+    Plan("aspect + aspect.flip,square if unsure", "aspect", unsure=("aspect.flip", "square")),
+    Plan("aspect + aspect.flip,flip if unsure", "aspect", unsure=("aspect.flip", "flip")),
 )
 
 

@@ -27,7 +27,7 @@ async def test_readyz_reports_model_provider_and_database(api) -> None:
     assert body["model"] == "u2netp"
     assert body["provider"] in ort.get_available_providers()
     # int8 on a CPU wherever its load-time proof passes (fp32 elsewhere); a mirrored run only for unsure maps.
-    assert body["precision"] in ("int8", "fp32") and body["extra_passes"] == ["flip-uncertain", "aspect-uncertain"]
+    assert body["precision"] in ("int8", "fp32") and body["extra_passes"] == ["flip-uncertain", "aspect-flip-uncertain"]
     assert body["max_batch"] >= 1
     assert body["queue"] == {"admitted": 0, "capacity": 16}
 

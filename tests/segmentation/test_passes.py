@@ -67,6 +67,8 @@ def test_parse_passes_canonical_order_and_none() -> None:
     assert parse_passes("flip-uncertain,zoom") == ("zoom", "flip-uncertain")
     assert parse_passes("flip,flip-uncertain") == ("flip",)  # flip always runs: it wins
     assert parse_passes("aspect-uncertain,aspect,flip") == ("flip", "aspect")
+    assert parse_passes("aspect-flip-uncertain,flip-uncertain") == ("flip-uncertain", "aspect-flip-uncertain")
+    assert parse_passes("aspect-flip,aspect-flip-uncertain") == ("aspect-flip",)
     with pytest.raises(ValueError, match="scale"):
         parse_passes("zoom,scale")
 
@@ -74,7 +76,7 @@ def test_parse_passes_canonical_order_and_none() -> None:
 def test_auto_spends_extra_runs_where_they_share_a_batch_else_only_when_unsure() -> None:
     assert choose_passes("auto", "CUDAExecutionProvider") == ("flip", "aspect")
     assert choose_passes("auto", "TensorrtExecutionProvider") == ("flip", "aspect")
-    assert choose_passes("auto", "CPUExecutionProvider") == ("flip-uncertain", "aspect-uncertain")
+    assert choose_passes("auto", "CPUExecutionProvider") == ("flip-uncertain", "aspect-flip-uncertain")
     assert choose_passes("", "CUDAExecutionProvider") == ()  # asked for none: none
     assert choose_passes("flip,zoom", "CPUExecutionProvider") == ("zoom", "flip")
 
@@ -96,7 +98,7 @@ def test_settings_default_to_auto_and_refuse_unknown_passes() -> None:
     with pytest.raises(ValidationError):
         Settings(extra_passes="mirror")
     cpu_model = FunctionModel(PRESET, _redness)
-    assert engine_config(Settings(), cpu_model).extra_passes == ("flip-uncertain", "aspect-uncertain")
+    assert engine_config(Settings(), cpu_model).extra_passes == ("flip-uncertain", "aspect-flip-uncertain")
     assert engine_config(Settings(extra_passes=""), cpu_model).extra_passes == ()
     assert engine_config(Settings(extra_passes="flip"), cpu_model).extra_passes == ("flip",)
 
@@ -169,6 +171,10 @@ def test_plan_views_runs_unconditional_views_first_and_the_rest_when_unsure() ->
     # Flip always, aspect when unsure: the wide view and its mirror come later.
     assert plan_views(("flip", "aspect-uncertain")) == ([mirrored], [wide, wide_mirrored])
     assert plan_views(("aspect",)) == ([wide], [])
+    # The CPU default: where unsure, two mirrored views, one of each shape.
+    assert plan_views(("flip-uncertain", "aspect-flip-uncertain")) == ([], [mirrored, wide_mirrored])
+    assert plan_views(("aspect-flip",)) == ([wide_mirrored], [])
+    assert plan_views(("flip", "aspect", "aspect-flip-uncertain")) == ([mirrored, wide, wide_mirrored], [])
 
 
 # --- zoom window -----------------------------------------------------------------
@@ -326,6 +332,9 @@ def test_engine_uncertain_passes_add_every_view_only_when_unsure() -> None:
     passes = ("flip-uncertain", "aspect-uncertain")
     assert sum(_cut_with(_redness, passes, data).batches) == 1
     assert sum(_cut_with(_uncertain_redness, passes, data).batches) == 4  # mirror, wide, wide mirror
+    mirrors = ("flip-uncertain", "aspect-flip-uncertain")
+    assert sum(_cut_with(_redness, mirrors, data).batches) == 1
+    assert sum(_cut_with(_uncertain_redness, mirrors, data).batches) == 3  # mirror, wide mirror
 
 
 def _recording(shapes: list[tuple[int, ...]]):  # type: ignore[no-untyped-def]
@@ -360,6 +369,12 @@ def test_engine_sees_the_photo_at_its_own_aspect_first_and_the_square_only_where
     _cut_with(recording, ("flip-uncertain", "aspect-uncertain"), data)
     assert [x.shape for x in inputs] == [(3, 256, 352)] * 2 + [(3, 320, 320)] * 2
     assert np.array_equal(inputs[1], inputs[0][..., ::-1]) and np.array_equal(inputs[3], inputs[2][..., ::-1])
+    # The CPU default: the first view's mirror, then the square's mirror (no plain square).
+    inputs.clear()
+    _cut_with(recording, ("flip-uncertain", "aspect-flip-uncertain"), data)
+    assert [x.shape for x in inputs] == [(3, 256, 352)] * 2 + [(3, 320, 320)]
+    assert np.array_equal(inputs[1], inputs[0][..., ::-1])
+    assert np.allclose(inputs[2], to_model_input(photo(320, 240), PRESET)[..., ::-1])  # PNG: lossless
     # "flip" alone mirrors the first view, whichever shape it has.
     inputs.clear()
     _cut_with(recording, ("flip-uncertain",), data)
