@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     extra_passes: str = Field(
         default="auto",
         description='extra model runs per image for a better mask: "flip" (+1 run), "aspect" (+1, +2 with flip), '
-        '"zoom" (the crop around the object again), "flip-uncertain"/"aspect-uncertain" (only where the first '
-        'map is unsure), comma-separated, "" for none; auto: flip,aspect on a GPU (they share batches), '
-        'flip-uncertain,aspect-uncertain on a CPU',
+        '"aspect-flip" (the other shape\'s mirror alone, +1), "zoom" (the crop around the object again), '
+        '"flip-uncertain"/"aspect-uncertain"/"aspect-flip-uncertain" (only where the first map is unsure), '
+        'comma-separated, "" for none; auto: flip,aspect on a GPU (they share batches), '
+        'flip-uncertain,aspect-flip-uncertain on a CPU',
     )
     max_queue: int = Field(default=16, description="images admitted in all (running and waiting) before 503 overloaded")
     auto_migrate: bool = Field(

@@ -54,6 +54,11 @@ def split_one_channel_convs(model) -> list[str]:  # type: ignore[no-untyped-def]
         split.append(node.name)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    if split:  # the replaced weights, now read by nothing
+        read = {name for node in nodes for name in node.input}
+        unread = [init for init in model.graph.initializer if init.name not in read]
+        for init in unread:
+            model.graph.initializer.remove(init)
     return split
 
 

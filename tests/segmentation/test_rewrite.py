@@ -56,6 +56,7 @@ def test_one_channel_convolutions_are_split_into_taps_with_the_same_outputs() ->
     assert ("side_taps", "Conv") in kinds and ("wide_taps", "Conv") in kinds
     taps = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     assert taps["side_taps_w"].shape == (9, 8, 1, 1) and taps["wide_taps_w"].shape == (15, 8, 1, 1)
+    assert "w_side" not in taps and "w_wide" not in taps and "w_two" in taps  # replaced weights go
     after = _run(model, x)
     for old, new in zip(before, after):
         assert new.shape == old.shape
