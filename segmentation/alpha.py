@@ -29,8 +29,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .split import ONE_PIECE, Splitter
-
 # Full-resolution tiles (pixels a side) processed in one vectorised batch.
 TILE = 32
 
@@ -265,9 +263,7 @@ def tile_windows(image: np.ndarray, writeable: bool = False) -> np.ndarray:
     )
 
 
-def _refine_full(
-    coef: np.ndarray, band: np.ndarray, base: np.ndarray, out_rgb: np.ndarray, params: AlphaParams, splitter: Splitter
-) -> np.ndarray:
+def _refine_full(coef: np.ndarray, band: np.ndarray, base: np.ndarray, out_rgb: np.ndarray, params: AlphaParams) -> np.ndarray:
     """Bilinear upsample of ``base``, with the guided filter re-applied at full resolution near edges."""
     out_h, out_w = out_rgb.shape[:2]
     alpha = cv2.resize(base, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
@@ -281,8 +277,9 @@ def _refine_full(
     coef_h, coef_w = coef.shape[:2]
     steps = np.arange(TILE, dtype=np.float32)
     rgb_windows, alpha_windows = tile_windows(out_rgb), tile_windows(alpha, writeable=True)
-    def refine(piece: slice) -> None:
-        ty, tx = ys[piece], xs[piece]
+    # cv2.remap takes at most 32767 rows: batches of up to 1000 tiles stacked vertically.
+    for start in range(0, ys.size, 1000):
+        ty, tx = ys[start : start + 1000], xs[start : start + 1000]
         count = ty.size
         # Where each tile pixel falls on the coefficient grid, exactly as cv2.resize maps it.
         map_y = (ty[:, None].astype(np.float32) + steps + 0.5) * (coef_h / out_h) - 0.5
@@ -292,10 +289,6 @@ def _refine_full(
         tile_coef = cv2.remap(coef, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         tile_rgb = rgb_windows[ty, tx].reshape(count * TILE, TILE, 3)
         alpha_windows[ty, tx] = _apply(tile_coef, tile_rgb, params.low, params.high).reshape(count, TILE, TILE)
-
-    # cv2.remap takes at most 32767 rows: pieces of up to 1000 tiles stacked vertically.
-    # Overlapping tiles write identical values, so pieces may run side by side.
-    splitter.run(refine, splitter.slices(ys.size, largest=1000))
     return alpha
 
 
@@ -321,12 +314,8 @@ def refine_alpha(
     work_rgb: np.ndarray,
     out_rgb: np.ndarray,
     params: AlphaParams = AlphaParams(),
-    splitter: Splitter = ONE_PIECE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``saliency_to_alpha``, also returning the alpha at working resolution (for matting).
-
-    ``splitter`` runs the full-resolution tiles in pieces side by side (``split``).
-    """
+    """``saliency_to_alpha``, also returning the alpha at working resolution (for matting)."""
     out_rgb = np.ascontiguousarray(out_rgb)  # the tile views need plain row-major pixels
     work_h, work_w = work_rgb.shape[:2]
     sal = _drop_specks(_normalise(saliency), params.speck_fraction)
@@ -347,4 +336,4 @@ def refine_alpha(
         return base, base
     # Full-resolution detail moves the edge by a working pixel or two, never more.
     band = cv2.morphologyEx(base, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8)) > 0
-    return _refine_full(coef, band, base, out_rgb, params, splitter), base
+    return _refine_full(coef, band, base, out_rgb, params), base

@@ -65,7 +65,6 @@ from .passes import (
 )
 from .preprocess import ASPECT_SCALE, aspect_view_size, flipped_input, to_model_input, working_size
 from .session import SegmentationModel
-from .split import Splitter
 
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp"}
 
@@ -147,8 +146,6 @@ class ClipEngine:
             busy=lambda: self._cpu_demand > 0,
         )
         self._pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="arclip-cpu")
-        # A lone request's full-resolution refinement on every core (``split``).
-        self._splitter = Splitter(os.cpu_count() or 1)
         self._slots = asyncio.Semaphore(self.config.concurrency)
         self._admitted = 0
         self._requests = 0  # in ``cut``/``clip`` now: running or waiting for a slot
@@ -166,7 +163,6 @@ class ClipEngine:
     async def close(self) -> None:
         await self.batcher.close()
         self._pool.shutdown(wait=True)
-        self._splitter.close()
 
     @property
     def queued(self) -> int:
@@ -391,14 +387,14 @@ class ClipEngine:
     def _finish(
         self, saliency: np.ndarray, work: DecodedImage, full: DecodedImage, options: ClipOptions, info: ImageInfo
     ) -> Cutout:
-        alpha, work_alpha = refine_alpha(saliency, work.rgb, full.rgb, self.config.alpha, self._splitter)
+        alpha, work_alpha = refine_alpha(saliency, work.rgb, full.rgb, self.config.alpha)
         if full.alpha is not None:
             # A transparent input stays transparent, whatever the model thinks.
             alpha = np.minimum(alpha, full.alpha)
         rgb = full.rgb
         if options.channels == "rgba":
             # Soft edge pixels take the object's colour, not the old background's.
-            rgb = estimate_foreground(full.rgb, alpha, work.rgb, work_alpha, inplace=True, splitter=self._splitter)
+            rgb = estimate_foreground(full.rgb, alpha, work.rgb, work_alpha, inplace=True)
         box = foreground_box(alpha)
         cropped_alpha = alpha
         if options.crop:

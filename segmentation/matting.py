@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from .alpha import TILE, active_tiles, tile_origins, tile_windows
-from .split import ONE_PIECE, Splitter
 
 # Longest side of the reduced image when the caller has none.
 _GRID_SIDE = 1024
@@ -120,7 +119,6 @@ def estimate_foreground(
     work_alpha: np.ndarray | None = None,
     *,
     inplace: bool = False,
-    splitter: Splitter = ONE_PIECE,
 ) -> np.ndarray:
     """``rgb`` with every semi-transparent pixel's colour replaced by its foreground estimate.
 
@@ -128,7 +126,7 @@ def estimate_foreground(
     matte. ``work_rgb``/``work_alpha``, the same at a reduced resolution, save a costly
     downscale when the caller has them. Pixels with alpha 0 or 255 are returned
     unchanged. With ``inplace`` the result is written into ``rgb`` (when it is writeable and
-    row-major) and ``rgb`` is returned. ``splitter`` corrects the pixels in pieces side by side.
+    row-major) and ``rgb`` is returned.
     """
     height, width = alpha.shape
     alpha = np.ascontiguousarray(alpha)  # the tile views need plain row-major pixels
@@ -157,14 +155,10 @@ def estimate_foreground(
         ys, xs = tys[k] + i, txs[k] + j
     if ys.size == 0:
         return out
+    fg_bg = _sample(means, ys, xs, grid_h / height, grid_w / width)
     if not out.flags.c_contiguous:  # e.g. a transposed (EXIF-rotated) decode: the flat view below needs rows
         out = np.ascontiguousarray(out)
+    flat = ys * width + xs  # one flat index: cheaper gathers and scatters than (ys, xs) pairs
     pixels = out.reshape(-1, 3)  # a view of ``out``, which still holds ``rgb``'s colours here
-
-    def correct(piece: slice) -> None:  # pixels are independent: pieces may run side by side
-        fg_bg = _sample(means, ys[piece], xs[piece], grid_h / height, grid_w / width)
-        flat = ys[piece] * width + xs[piece]  # one flat index: cheaper gathers and scatters than (ys, xs) pairs
-        pixels[flat] = _correct(fg_bg, np.take(pixels, flat, axis=0))
-
-    splitter.run(correct, splitter.slices(ys.size))
+    pixels[flat] = _correct(fg_bg, np.take(pixels, flat, axis=0))
     return out
