@@ -64,8 +64,8 @@ class Int8Recipe:
     # than quantizing the convolutions alone. Add and Resize are left out (worse).
     op_types: tuple[str, ...] = ("Conv", "Relu", "MaxPool", "Concat")
     keep_float: tuple[str, ...] = ()
-    # Exact fp32 rewrites onnxruntime's kernels run faster (``rewrite``): one-channel
-    # convolutions split into taps, and the named nodes reading their input in float.
+    # Graph edits onnxruntime's kernels run faster (``rewrite``): one-channel convolutions
+    # split into taps (exact in fp32), and the named nodes reading their input in float.
     split_one_channel_convs: bool = True
     float_inputs: tuple[str, ...] = ()
     calibration_images: int = 16

@@ -1,4 +1,4 @@
-"""Graph edits that make the int8 graph cheaper on onnxruntime's CPU kernels, not different.
+"""Graph edits that make the int8 graph cheaper on onnxruntime's CPU kernels, and no further from fp32.
 
 Both were found by profiling u2netp's int8 graph on one thread at 320x320
 (onnxruntime's profiler, per node): ~213 ms in all.

@@ -46,6 +46,7 @@ class SeaweedS3:
         self.bucket = bucket
         self.ports = {name: free_port() for name in _PORTS}
         self._process: subprocess.Popen[bytes] | None = None
+        self._started = False  # once it has served, its ports stay (replicas know its endpoint)
 
     @property
     def endpoint(self) -> str:
@@ -72,16 +73,26 @@ class SeaweedS3:
             binary, "mini", f"-dir={self.directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={identities}", f"-bucket={self.bucket}", "-admin.ui=false", "-webdav=false",
             "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
-            *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
         self.log = self.directory / "weed.log"
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        if not self._wait_ready(timeout):
-            tail = self.log.read_text(errors="replace")[-3000:]
+        for attempt in range(3):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self._process = subprocess.Popen(
+                    [*command, *(f"-{name}={port}" for name, port in self.ports.items())],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            if self._wait_ready(timeout):
+                self._started = True
+                return self
+            output = self.log.read_bytes()[logged:].decode(errors="replace")
             self.stop()
-            raise RuntimeError(f"weed mini did not serve S3 in {timeout:g} s:\n{tail}")
-        return self
+            # A port chosen free can be taken (an outgoing connection's) before weed binds it:
+            # a first start picks new ones; a restart must keep its endpoint, so it fails.
+            if self._started or "address already in use" not in output or attempt == 2:
+                raise RuntimeError(f"weed mini did not serve S3 in {timeout:g} s:\n{output[-3000:]}")
+            self.ports = {name: free_port() for name in _PORTS}
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, timeout: float) -> bool:
         import boto3
