@@ -29,6 +29,7 @@ from .session import SegmentationModel
 class _Job:
     tensor: np.ndarray  # (3, H, W): the preset's square, or another size for the "aspect" pass
     future: asyncio.Future[np.ndarray] = field(repr=False)
+    lean: bool = False  # asked to run on one thread (a caller with runs for every lane at once)
 
 
 class MicroBatcher:
@@ -60,6 +61,11 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="arclip-infer")
         self.batch_sizes: list[int] = []  # recent batch sizes, for /readyz and tests
 
+    @property
+    def can_run_lean(self) -> bool:
+        """Whether its runs may go on one thread (a CPU model that has a lean session)."""
+        return self._busy is not None
+
     async def start(self) -> None:
         if self._worker is None:
             self._queue = asyncio.Queue()
@@ -78,13 +84,16 @@ class MicroBatcher:
             await asyncio.gather(*self._runs, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """One (3, H, W) input in, its (H, W) saliency out."""
+    async def infer(self, tensor: np.ndarray, *, lean: bool = False) -> np.ndarray:
+        """One (3, H, W) input in, its (H, W) saliency out.
+
+        ``lean``: run on one thread even alone (for a caller that sends one run per lane at once).
+        """
         if self._queue is None:
             await self.start()
         assert self._queue is not None
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(tensor, future))
+        self._queue.put_nowait(_Job(tensor, future, lean))
         return await future
 
     async def _collect(self) -> list[_Job]:
@@ -118,7 +127,7 @@ class MicroBatcher:
                 continue
             # Every core for a lone inference; one when another inference or
             # other requests' CPU stages are running alongside it.
-            lean = self._busy is not None and (self._in_flight > 0 or self._busy())
+            lean = self._busy is not None and (self._in_flight > 0 or self._busy() or any(j.lean for j in jobs))
             self._in_flight += 1
             run = asyncio.create_task(self._execute(jobs, lean))
             self._runs.add(run)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import math
 import os
 import platform
@@ -316,36 +317,43 @@ class ClipEngine:
         first = await wide_input() if self.config.aspect_first else None
         first_is_aspect = first is not None
 
-        async def infer(view: View) -> np.ndarray | None:
+        async def infer(view: View, lean: bool = False) -> np.ndarray | None:
             """One view's map, mirrored back where it was mirrored; None where it adds nothing."""
             seen = await (wide_input() if view.at_aspect(first_is_aspect) else square_input())
             if seen is None:
                 return None
             ran.add("aspect" if view.aspect else "flip")
             if not view.mirrored:
-                return await self.batcher.infer(seen)
-            return (await self.batcher.infer(flipped_input(seen)))[..., ::-1]
+                return await self.batcher.infer(seen, lean=lean)
+            return (await self.batcher.infer(flipped_input(seen), lean=lean))[..., ::-1]
 
         base = first if first is not None else await square_input()
-        plain, *extra = await self._each([self.batcher.infer(base), *(infer(view) for view in now)])
+        plain, *extra = await self._each(
+            [functools.partial(self.batcher.infer, base), *(functools.partial(infer, view) for view in now)]
+        )
         if later and is_unsure(plain) and may_add():
             if any(view.aspect for view in later):
                 # The other shape's input, made while the first extra view runs.
                 (square_input if first_is_aspect else wide_input)()
-            extra += await self._each([infer(view) for view in later])
+            extra += await self._each([functools.partial(infer, view) for view in later])
         return merge_views([plain, *(m for m in extra if m is not None)])
 
-    async def _each(self, runs: list[Awaitable[np.ndarray | None]]) -> list[np.ndarray | None]:
-        """One request's model runs: together where the model batches them, else one after another.
+    async def _each(self, runs: list[Callable[..., Awaitable[np.ndarray | None]]]) -> list[np.ndarray | None]:
+        """One request's model runs (each called with ``lean=``): together where the model batches
+        them or where there is one for every lane, else one after another.
 
-        On a CPU (batches of one) runs queued together would each get one core and slow each
-        other down (measured in process at 12 MP: three views 0.61 s together, 0.57 s one by
-        one on every core); a lone request's runs in turn take every core, and other
-        requests' runs still share the lanes.
+        On a CPU (batches of one) a lone request's runs take every core one after another:
+        three views queued together would share two cores unevenly (measured in process at
+        12 MP: 0.61 s together, 0.57 s one by one). As many runs as lanes go side by side on
+        one thread each (the int8 graph, two views on two cores: 0.87-0.90 of the time one
+        after the other on both). Other requests' runs still share the lanes.
         """
         if self.batcher.max_batch > 1:
-            return list(await asyncio.gather(*runs))
-        return [await run for run in runs]
+            return list(await asyncio.gather(*(run(lean=False) for run in runs)))
+        lanes = self.batcher.lanes
+        if self.batcher.can_run_lean and len(runs) > 1 and len(runs) % lanes == 0:
+            return list(await asyncio.gather(*(run(lean=True) for run in runs)))
+        return [await run(lean=False) for run in runs]
 
     async def _aspect_input(self, rgb: np.ndarray) -> np.ndarray | None:
         """The model input at the photo's own aspect; None for a square-only model or a square photo."""

@@ -298,17 +298,57 @@ async def test_lean_model_runs_one_inference_per_core_at_once(monkeypatch: pytes
     assert model.runs.count(True) >= 2, "an inference alongside another runs lean"
 
 
-async def test_a_lone_request_runs_its_extra_views_one_by_one_on_every_thread() -> None:
-    # Queued together, each view would get one core and slow the other down.
+async def test_a_lone_request_runs_an_odd_number_of_views_one_by_one_on_every_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three runs on two cores: queued together, one would get a core and the other two share one.
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     model = _LeanRecorder()
-    engine = ClipEngine(model, EngineConfig(concurrency=2, extra_passes=("flip",)))
+    engine = ClipEngine(model, EngineConfig(concurrency=2, extra_passes=("flip", "aspect-flip")))
     await engine.start()
     try:
         result = await engine.clip(encode_image(photo(400, 300), "JPEG"), ClipOptions())
     finally:
         await engine.close()
-    assert result.passes == ("base", "flip")
-    assert model.runs == [False, False]
+    assert result.passes == ("base", "flip", "aspect")
+    assert model.runs == [False, False, False]
+
+
+async def test_as_many_extra_views_as_cores_run_side_by_side_on_one_thread_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from segmentation.session import FunctionModel
+    from tests.segmentation.test_passes import PRESET, _uncertain_redness
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    model = _LeanRecorder()
+    model.inner = FunctionModel(PRESET, _uncertain_redness, max_batch=1)  # every first map is unsure
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    record = model.predict
+
+    def slow_predict(batch: np.ndarray, *, lean: bool = False) -> np.ndarray:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.05)
+        with lock:
+            running["now"] -= 1
+        return record(batch, lean=lean)
+
+    model.predict = slow_predict  # type: ignore[method-assign]
+    # The CPU default: where unsure, the first view's mirror and the other shape's mirror.
+    config = EngineConfig(concurrency=2, extra_passes=("flip-uncertain", "aspect-flip-uncertain"))
+    engine = ClipEngine(model, config)
+    await engine.start()
+    try:
+        result = await engine.clip(encode_image(photo(400, 300), "PNG"), ClipOptions())
+    finally:
+        await engine.close()
+    assert result.passes == ("base", "flip", "aspect")
+    assert model.runs == [False, True, True]  # the first view on both threads, then two at once, one each
+    assert running["most"] == 2
 
 
 # --- working size ------------------------------------------------------------------
